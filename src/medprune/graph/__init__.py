@@ -1,0 +1,1 @@
+"""medprune.graph"""
