@@ -1,0 +1,1 @@
+"""Placeholder: filled in by the training-time methods work (issue 5)."""
