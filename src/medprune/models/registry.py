@@ -1,0 +1,278 @@
+"""Build models by name: built-in nets, MONAI networks and user factories.
+
+Three kinds of name are understood by :func:`create_model`:
+
+* a registered name (``"resnet56"``, ``"tiny_unet"``; see :func:`list_models`);
+* ``"monai.<Name>"``: any class or factory function of ``monai.networks.nets``
+  (``"monai.UNet"``, ``"monai.resnet18"``), keyword arguments passed through unchanged;
+* a user factory ``"package.module:factory"`` or ``"path/to/file.py:factory"``: a callable that
+  takes the keyword arguments and returns an ``nn.Module``.
+
+Example::
+
+    model = create_model("monai.UNet", spatial_dims=2, in_channels=1, out_channels=2,
+                         channels=(8, 16, 32), strides=(2, 2))
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from torch import nn
+
+from medprune.errors import ConfigError
+from medprune.registry import Registry
+
+__all__ = ["MONAI_MODELS", "create_model", "list_models", "register_model"]
+
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+_MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+MONAI_PREFIX = "monai."
+
+#: The MONAI networks listed by ``list_models("monai.*")``: the common convolutional ones.
+#: Any other name of ``monai.networks.nets`` works with :func:`create_model` too.
+MONAI_MODELS: tuple[str, ...] = (
+    "AttentionUnet",
+    "BasicUNet",
+    "BasicUNetPlusPlus",
+    "Classifier",
+    "DenseNet121",
+    "DenseNet169",
+    "DynUNet",
+    "EfficientNetBN",
+    "FlexibleUNet",
+    "HighResNet",
+    "Regressor",
+    "SEResNet50",
+    "SEResNeXt50",
+    "SegResNet",
+    "UNet",
+    "VNet",
+    "resnet10",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+)
+
+
+def register_model(name: str, *, override: bool = False) -> Callable[[F], F]:
+    """Decorator registering a model class or factory under ``name`` (lowercase snake case).
+
+    Raises :class:`ConfigError` when ``name`` is taken, unless ``override=True``.
+    """
+    if not isinstance(name, str) or not name or ":" in name or name.startswith(MONAI_PREFIX):
+        raise ConfigError(
+            f"model name must be a non-empty string without ':' and not starting with "
+            f"{MONAI_PREFIX!r} (those are resolved dynamically); got {name!r}."
+        )
+
+    def decorator(fn: F) -> F:
+        _MODELS.add(name, fn, override=override)
+        return fn
+
+    return decorator
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted model names matching the shell-style ``pattern``.
+
+    Registered names plus ``monai.<Name>`` for the curated :data:`MONAI_MODELS`
+    (``list_models("tiny_*")``, ``list_models("monai.*")``).
+    """
+    names = set(_MODELS.list(pattern))
+    names.update(n for n in (MONAI_PREFIX + m for m in MONAI_MODELS) if fnmatch.fnmatch(n, pattern))
+    return sorted(names)
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the model called ``name`` with keyword arguments ``kwargs``.
+
+    Args:
+        name: a registered name, ``"monai.<Name>"``, ``"package.module:factory"`` or
+            ``"path/to/file.py:factory"``.
+        **kwargs: passed to the constructor or factory; the built-in models take
+            ``in_channels``, ``num_classes`` (classifiers) or ``out_channels`` (segmenters) and
+            ``spatial_dims`` where 2D and 3D both make sense.
+
+    Returns:
+        The ``nn.Module``. Classifiers map ``(B, C, *S)`` to logits ``(B, num_classes)``,
+        segmenters to ``(B, out_channels, *S)``.
+
+    Raises:
+        ConfigError: unknown name (with a did-you-mean), keyword arguments the model does not
+            accept (with the accepted ones), a factory that cannot be loaded or that does not
+            return an ``nn.Module``.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"model name must be a non-empty string; got {name!r}.")
+    if name.startswith(MONAI_PREFIX):
+        fn = _resolve_monai(name)
+    elif ":" in name:
+        fn = _resolve_factory(name)
+    elif name in _MODELS:
+        fn = _MODELS.get(name)
+    else:
+        raise ConfigError(_unknown_message(name))
+    return _build(name, fn, kwargs)
+
+
+def accepted_parameters(fn: Callable[..., Any]) -> list[str]:
+    """Names of the keyword arguments ``fn`` accepts (``**kwargs`` shown as ``**name``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    names = []
+    for p in params:
+        if p.kind is p.VAR_KEYWORD:
+            names.append(f"**{p.name}")
+        elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            names.append(p.name)
+    return names
+
+
+def _build(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> nn.Module:
+    """Call ``fn(**kwargs)``, turning argument errors into a :class:`ConfigError`."""
+    try:
+        signature: inspect.Signature | None = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(**kwargs)
+        except TypeError as e:
+            raise ConfigError(_bad_kwargs_message(name, fn, kwargs, str(e))) from None
+    try:
+        model = fn(**kwargs)
+    except TypeError as e:
+        raise ConfigError(_bad_kwargs_message(name, fn, kwargs, str(e))) from e
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module; a model "
+            f"factory must return the built nn.Module."
+        )
+    return model
+
+
+def _bad_kwargs_message(
+    name: str, fn: Callable[..., Any], kwargs: dict[str, Any], reason: str
+) -> str:
+    accepted = accepted_parameters(fn)
+    takes_any = any(a.startswith("**") for a in accepted)
+    unknown = [] if takes_any or not accepted else [k for k in kwargs if k not in accepted]
+    hint = ""
+    for k in unknown:
+        close = difflib.get_close_matches(k, accepted, n=1, cutoff=0.6)
+        if close:
+            hint += f" Did you mean {close[0]!r} for {k!r}?"
+    bad = f"unknown keyword arguments {unknown}" if unknown else f"arguments {sorted(kwargs)}"
+    return (
+        f"model {name!r} cannot be built with {bad} ({reason}).{hint} "
+        f"Accepted parameters: {', '.join(accepted) or '(none)'}."
+    )
+
+
+def _unknown_message(name: str) -> str:
+    candidates = list(_MODELS) + [MONAI_PREFIX + m for m in MONAI_MODELS]
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return (
+        f"Unknown model {name!r}.{hint} Available: {', '.join(_MODELS)}; any MONAI network as "
+        f"'monai.<Name>' (e.g. monai.UNet); or a factory as 'package.module:factory' or "
+        f"'path/to/file.py:factory'."
+    )
+
+
+def _monai_nets() -> Any:
+    try:
+        return importlib.import_module("monai.networks.nets")
+    except ImportError as e:  # pragma: no cover - monai is a core dependency
+        raise ConfigError(f"MONAI models need the 'monai' package ({e}); pip install monai.") from e
+
+
+def _resolve_monai(name: str) -> Callable[..., nn.Module]:
+    attr = name[len(MONAI_PREFIX) :]
+    nets = _monai_nets()
+    obj = getattr(nets, attr, None) if attr and not attr.startswith("_") else None
+    if obj is None or not callable(obj):
+        available = [k for k in dir(nets) if not k.startswith("_") and callable(getattr(nets, k))]
+        close = difflib.get_close_matches(attr, available, n=1, cutoff=0.6)
+        hint = f" Did you mean 'monai.{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"Unknown MONAI network {name!r}: monai.networks.nets has no {attr!r}.{hint} "
+            f"Common ones: {', '.join(MONAI_PREFIX + m for m in MONAI_MODELS)}."
+        )
+    return obj  # type: ignore[no-any-return]
+
+
+def _resolve_factory(name: str) -> Callable[..., nn.Module]:
+    """``"pkg.mod:fn"`` or ``"file.py:fn"`` -> the callable ``fn``."""
+    target, _, attr = name.rpartition(":")
+    if not target or not attr.isidentifier():
+        raise ConfigError(
+            f"model factory {name!r} must look like 'package.module:factory' or "
+            f"'path/to/file.py:factory' with a Python identifier after ':'."
+        )
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        module = _load_file(target, name)
+        where = f"file {target!r}"
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise ConfigError(
+                f"model factory {name!r}: cannot import module {target!r} ({e}). Check that it "
+                f"is installed or on PYTHONPATH, or give a file path as 'path/to/file.py:{attr}'."
+            ) from e
+        where = f"module {target!r}"
+    fn = getattr(module, attr, None)
+    if fn is None:
+        public = sorted(
+            k for k in vars(module) if not k.startswith("_") and callable(vars(module)[k])
+        )
+        close = difflib.get_close_matches(attr, public, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"model factory {name!r}: {where} has no attribute {attr!r}.{hint} "
+            f"Callables defined there: {', '.join(public) or '(none)'}."
+        )
+    if not callable(fn):
+        raise ConfigError(
+            f"model factory {name!r}: {attr!r} in {where} is a {type(fn).__name__}, not callable."
+        )
+    return fn  # type: ignore[no-any-return]
+
+
+def _load_file(target: str, name: str) -> Any:
+    path = Path(target).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(
+            f"model factory {name!r}: file {str(path)!r} does not exist. Give the path of a "
+            f"Python file (absolute or relative to {str(Path.cwd())!r})."
+        )
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    module_name = f"medprune_user_model_{path.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"model factory {name!r}: cannot load {str(path)!r} as a Python module.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # so that classes defined there can be pickled
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        sys.modules.pop(module_name, None)
+        raise ConfigError(
+            f"model factory {name!r}: executing {str(path)!r} failed: {type(e).__name__}: {e}"
+        ) from e
+    return module
