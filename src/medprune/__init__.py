@@ -49,7 +49,9 @@ def __getattr__(name: str) -> Any:
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'medprune' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
+    module = importlib.import_module(module_name)
+    # `medprune.measure` is a callable package: keep the package so submodule imports still work.
+    value = module if module_name == f"medprune.{name}" else getattr(module, name)
     globals()[name] = value
     return value
 
