@@ -1,0 +1,375 @@
+"""The config-driven data factory: ``build_splits(spec) -> DataSplits``.
+
+``spec["kind"]`` picks the reader; the other keys depend on the kind (unknown keys are errors)::
+
+    {"kind": "medmnist", "path": "$MEDPRUNE_DATA/pneumoniamnist/pneumoniamnist.npz", "image_size": 28}
+    {"kind": "segmentation_folder", "path": "$MEDPRUNE_DATA/kvasir-seg", "image_size": 128}
+    {"kind": "synthetic_classification", "n_train": 1000, "minority_fraction": 0.15, "seed": 0}
+
+Every kind accepts ``seed`` (for seeded splits and subsampling) and ``max_train`` / ``max_val`` /
+``max_test`` (keep a stratified, seeded subsample of that many images, for quick runs).
+
+Kinds without a stored validation split make one from the training data (``val_fraction``,
+stratified by class, seeded). ``segmentation_folder`` uses split lists in the folder:
+
+* ``train.txt``, ``val.txt`` and ``test.txt``: used as they are;
+* only ``train.txt`` and ``val.txt`` (the Kvasir-SEG release): ``train.txt`` is split into train and
+  val (``val_fraction``, seeded) and ``val.txt`` becomes the **test** set, so that the official
+  validation images are never used for model selection;
+* no split lists: every pair is split into train / val / test (``val_fraction``, ``test_fraction``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from medprune.data.arrays import load_medmnist, parse_image_size
+from medprune.data.image_files import CsvImageDataset, ImageFolderDataset
+from medprune.data.sampling import LabeledSubset, labels_of, split_indices, subsample
+from medprune.data.segmentation_folder import SegmentationFolder, read_split_file
+from medprune.data.synthetic import make_synthetic_classification, make_synthetic_segmentation
+from medprune.errors import ConfigError, DataError
+from medprune.registry import Registry
+from medprune.typing import PathLike
+
+DATA_ENV = "MEDPRUNE_DATA"
+_REQUIRED = object()
+_COMMON = {"kind": _REQUIRED, "seed": 0, "max_train": None, "max_val": None, "max_test": None}
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """The three datasets of a run and what a model needs to know about them.
+
+    Attributes:
+        train, val, test: datasets whose items are ``(image (C, *S), target)``.
+        task: ``"classification"`` or ``"segmentation"``.
+        num_classes: classes (segmentation: including background).
+        in_channels: ``C``.
+        spatial_dims: 2 or 3.
+        image_size: ``S``.
+        class_names: one name per class.
+    """
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    task: str
+    num_classes: int
+    in_channels: int
+    spatial_dims: int
+    image_size: tuple[int, ...]
+    class_names: tuple[str, ...]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready sizes (and class counts for classification) of the three splits."""
+        out: dict[str, Any] = {
+            "task": self.task,
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "spatial_dims": self.spatial_dims,
+            "image_size": list(self.image_size),
+            "class_names": list(self.class_names),
+        }
+        for name in ("train", "val", "test"):
+            dataset = getattr(self, name)
+            entry: dict[str, Any] = {"n": len(dataset)}
+            labels = labels_of(dataset)
+            if labels is not None:
+                entry["class_counts"] = torch.bincount(labels, minlength=self.num_classes).tolist()
+            out[name] = entry
+        return out
+
+
+def resolve_data_path(path: PathLike) -> Path:
+    """Expand ``$MEDPRUNE_DATA`` (and other variables) and ``~`` in a data path.
+
+    When ``MEDPRUNE_DATA`` is not set, it falls back to ``../shared/data`` beside a source checkout
+    if that folder exists; otherwise a path that uses it is an error.
+
+    Raises:
+        ConfigError: the path uses ``$MEDPRUNE_DATA`` but it is unset and no fallback exists.
+    """
+    text = os.fspath(path)
+    if DATA_ENV in text and DATA_ENV not in os.environ:
+        fallback = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+        if not fallback.is_dir():
+            raise ConfigError(
+                f"data path {text!r} uses ${DATA_ENV}, which is not set; "
+                f"export {DATA_ENV}=/path/to/datasets or give an absolute path."
+            )
+        text = text.replace("${" + DATA_ENV + "}", str(fallback)).replace(
+            "$" + DATA_ENV, str(fallback)
+        )
+    return Path(os.path.expanduser(os.path.expandvars(text)))
+
+
+# ---------------------------------------------------------------------------------------------
+# spec checking
+
+
+def _options(spec: Mapping[str, Any], keys: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill defaults; unknown keys and missing required keys raise ConfigError."""
+    allowed = {**_COMMON, **keys}
+    kind = spec["kind"]
+    for key in spec:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"Unknown data key {key!r} for kind {kind!r}.{hint} "
+                f"Allowed: {', '.join(sorted(allowed))}."
+            )
+    missing = [k for k, v in allowed.items() if v is _REQUIRED and k not in spec]
+    if missing:
+        raise ConfigError(f"data kind {kind!r} needs the key(s) {', '.join(missing)}.")
+    opts = {k: spec.get(k, v) for k, v in allowed.items()}
+    for key in ("max_train", "max_val", "max_test"):
+        if opts[key] is not None:
+            _int(opts, key, 1)
+    _int(opts, "seed", 0)
+    return opts
+
+
+def _int(opts: Mapping[str, Any], key: str, minimum: int) -> int:
+    value = opts[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"data.{key} must be an integer >= {minimum}; got {value!r}.")
+    return value
+
+
+def _fraction(opts: Mapping[str, Any], key: str) -> float:
+    value = opts[key]
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+        raise ConfigError(f"data.{key} must be a number in [0, 1); got {value!r}.")
+    return float(value)
+
+
+def _size(opts: Mapping[str, Any], spatial_dims: int = 2) -> tuple[int, ...]:
+    value = opts["image_size"]
+    try:
+        return parse_image_size(
+            list(value) if isinstance(value, (list, tuple)) else value, spatial_dims
+        )
+    except ConfigError as e:
+        raise ConfigError(f"data.image_size: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# the kinds
+
+_Builder = Callable[[Mapping[str, Any]], tuple[Dataset, Dataset, Dataset]]
+_KINDS: Registry[tuple[dict[str, Any], _Builder]] = Registry("data kind")
+
+
+def _kind(name: str, keys: dict[str, Any]) -> Callable[[_Builder], _Builder]:
+    def decorator(fn: _Builder) -> _Builder:
+        _KINDS.add(name, (keys, fn))
+        return fn
+
+    return decorator
+
+
+@_kind(
+    "medmnist", {"path": _REQUIRED, "image_size": None, "num_classes": None, "class_names": None}
+)
+def _medmnist(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
+    path = resolve_data_path(o["path"])
+    size = _size(o) if o["image_size"] is not None else None
+    kw = {"image_size": size, "num_classes": o["num_classes"], "class_names": o["class_names"]}
+    return tuple(load_medmnist(path, s, **kw) for s in ("train", "val", "test"))  # type: ignore[return-value]
+
+
+@_kind(
+    "segmentation_folder",
+    {"path": _REQUIRED, "image_size": 256, "val_fraction": 0.2, "test_fraction": 0.2},
+)
+def _segmentation_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
+    root = resolve_data_path(o["path"])
+    size = _size(o)
+    val_fraction, test_fraction = _fraction(o, "val_fraction"), _fraction(o, "test_fraction")
+    lists = {s: root / f"{s}.txt" for s in ("train", "val", "test")}
+
+    def folder(ids: Sequence[str] | None) -> SegmentationFolder:
+        return SegmentationFolder(root, image_size=size, ids=ids)
+
+    if all(p.is_file() for p in lists.values()):
+        return tuple(folder(read_split_file(p)) for p in lists.values())  # type: ignore[return-value]
+    if lists["train"].is_file() and lists["val"].is_file():
+        ids = read_split_file(lists["train"])
+        train_idx, val_idx = split_indices(len(ids), None, [val_fraction], o["seed"])
+        return (
+            folder([ids[i] for i in train_idx]),
+            folder([ids[i] for i in val_idx]),
+            folder(read_split_file(lists["val"])),
+        )
+    everything = folder(None)
+    parts = split_indices(len(everything), None, [val_fraction, test_fraction], o["seed"])
+    return tuple(folder([everything.ids[i] for i in part]) for part in parts)  # type: ignore[return-value]
+
+
+def _split_three(dataset: Dataset, o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
+    fractions = [_fraction(o, "val_fraction"), _fraction(o, "test_fraction")]
+    parts = split_indices(len(dataset), labels_of(dataset), fractions, o["seed"])  # type: ignore[arg-type]
+    return tuple(LabeledSubset(dataset, p) for p in parts)  # type: ignore[return-value]
+
+
+_FILE_KEYS = {"path": _REQUIRED, "image_size": 64, "grayscale": False}
+
+
+@_kind("image_folder", {**_FILE_KEYS, "val_fraction": 0.15, "test_fraction": 0.15})
+def _image_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
+    root = resolve_data_path(o["path"])
+    kw = {"image_size": _size(o), "grayscale": bool(o["grayscale"])}
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        train_all = ImageFolderDataset(root / "train", **kw)
+        test = ImageFolderDataset(root / "test", **kw)
+        val = ImageFolderDataset(root / "val", **kw) if (root / "val").is_dir() else None
+        for other in (test, val):
+            if other is not None and other.class_names != train_all.class_names:
+                raise DataError(
+                    f"{other.root} has classes {list(other.class_names)} but {train_all.root} has "
+                    f"{list(train_all.class_names)}; every split needs the same class folders."
+                )
+        if val is not None:
+            return train_all, val, test
+        train, val_split, _ = _split_three(train_all, {**o, "test_fraction": 0.0})
+        return train, val_split, test
+    return _split_three(ImageFolderDataset(root, **kw), o)
+
+
+@_kind(
+    "csv",
+    {
+        **_FILE_KEYS,
+        "image_root": None,
+        "val_path": None,
+        "test_path": None,
+        "path_column": "path",
+        "label_column": "label",
+        "val_fraction": 0.15,
+        "test_fraction": 0.15,
+    },
+)
+def _csv(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
+    root = resolve_data_path(o["image_root"]) if o["image_root"] is not None else None
+    kw = {
+        "image_root": root,
+        "image_size": _size(o),
+        "grayscale": bool(o["grayscale"]),
+        "path_column": o["path_column"],
+        "label_column": o["label_column"],
+    }
+
+    train_all = CsvImageDataset(resolve_data_path(o["path"]), **kw)
+    kw["class_names"] = train_all.class_names  # val / test labels map to the same indices
+
+    def read(key: str) -> CsvImageDataset | None:
+        return CsvImageDataset(resolve_data_path(o[key]), **kw) if o[key] is not None else None
+
+    val, test = read("val_path"), read("test_path")
+    o = {**o, **({"val_fraction": 0.0} if val else {}), **({"test_fraction": 0.0} if test else {})}
+    train, val_split, test_split = _split_three(train_all, o)
+    return train, val or val_split, test or test_split
+
+
+@_kind(
+    "synthetic_classification",
+    {
+        "n_train": 1000,
+        "n_val": 250,
+        "n_test": 250,
+        "image_size": 32,
+        "in_channels": 1,
+        "num_classes": 2,
+        "minority_fraction": 0.15,
+    },
+)
+def _synthetic_classification(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
+    kw = {k: o[k] for k in ("image_size", "in_channels", "num_classes", "minority_fraction")}
+    _check_counts(o)
+    return tuple(  # type: ignore[return-value]
+        make_synthetic_classification(_int(o, f"n_{s}", 1), seed=_derived_seed(o["seed"], i), **kw)
+        for i, s in enumerate(("train", "val", "test"))
+    )
+
+
+@_kind(
+    "synthetic_segmentation",
+    {
+        "n_train": 160,
+        "n_val": 40,
+        "n_test": 40,
+        "image_size": 32,
+        "spatial_dims": 2,
+        "in_channels": 1,
+    },
+)
+def _synthetic_segmentation(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
+    kw = {k: o[k] for k in ("image_size", "spatial_dims", "in_channels")}
+    _check_counts(o)
+    return tuple(  # type: ignore[return-value]
+        make_synthetic_segmentation(_int(o, f"n_{s}", 1), seed=_derived_seed(o["seed"], i), **kw)
+        for i, s in enumerate(("train", "val", "test"))
+    )
+
+
+def _check_counts(o: Mapping[str, Any]) -> None:
+    for split in ("train", "val", "test"):
+        _int(o, f"n_{split}", 1)
+
+
+def _derived_seed(seed: int, split_index: int) -> int:
+    """Distinct, reproducible seeds per split (so train, val and test never share images)."""
+    return seed * 1_000_003 + split_index
+
+
+def list_data_kinds() -> list[str]:
+    """The ``kind`` values :func:`build_splits` accepts."""
+    return _KINDS.list()
+
+
+def build_splits(spec: Mapping[str, Any]) -> DataSplits:
+    """Build train / val / test datasets from a config mapping.
+
+    Args:
+        spec: ``{"kind": ..., **kind_keys}``; see the module docstring and :func:`list_data_kinds`.
+
+    Returns:
+        :class:`DataSplits`.
+
+    Raises:
+        ConfigError: unknown kind or key (with a did-you-mean), a missing required key, or a bad
+            value (naming the key, the value and what is allowed).
+        DataError: the files themselves are missing or broken.
+    """
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"data spec must be a mapping with a 'kind' key; got {spec!r}.")
+    if "kind" not in spec:
+        raise ConfigError(f"data spec needs a 'kind' key, one of: {', '.join(list_data_kinds())}.")
+    keys, builder = _KINDS.get(spec["kind"])
+    opts = _options(spec, keys)
+    train, val, test = builder(opts)
+    seed = opts["seed"]
+    train = subsample(train, opts["max_train"], seed)
+    val = subsample(val, opts["max_val"], seed + 1)
+    test = subsample(test, opts["max_test"], seed + 2)
+    return DataSplits(
+        train=train,
+        val=val,
+        test=test,
+        task=str(train.task),  # type: ignore[attr-defined]
+        num_classes=int(train.num_classes),  # type: ignore[attr-defined]
+        in_channels=int(train.in_channels),  # type: ignore[attr-defined]
+        spatial_dims=int(train.spatial_dims),  # type: ignore[attr-defined]
+        image_size=tuple(train.image_size),  # type: ignore[attr-defined]
+        class_names=tuple(train.class_names),  # type: ignore[attr-defined]
+    )
