@@ -54,6 +54,20 @@ class TrainRecipe:
             raise ConfigError(
                 f"scheduler must be one of 'none', 'cosine', 'step'; got {self.scheduler!r}."
             )
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be a number >= 0; got {self.weight_decay!r}.")
+        if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
+            raise ConfigError(f"momentum must be a number in [0, 1); got {self.momentum!r}.")
+        if not isinstance(self.step_size, int) or self.step_size < 1:
+            raise ConfigError(f"step_size must be an integer >= 1; got {self.step_size!r}.")
+        if not (isinstance(self.gamma, (int, float)) and self.gamma > 0):
+            raise ConfigError(f"gamma must be a positive number; got {self.gamma!r}.")
+        if self.grad_clip is not None and not (
+            isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0
+        ):
+            raise ConfigError(
+                f"grad_clip must be a positive number or None; got {self.grad_clip!r}."
+            )
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ConfigError(
                 f"max_steps_per_epoch must be >= 1 or None; got {self.max_steps_per_epoch!r}."
