@@ -96,6 +96,10 @@ class PruningGroup:
             groups, grouped convolutions); block ``b`` is channels ``b*m .. b*m+m-1``.
         min_channels: the fewest channels the group may keep.
         description: one readable line, e.g. ``"conv1.out (8 ch) -> bn1 -> conv2.in"``.
+        zero_exact: True when zeroing the group's channels (``PruningGraph.zero_out``) makes every
+            consumer see exact zeros, so zeroing then removing them leaves the output unchanged.
+            False when a channel reaches a consumer through an op with ``f(0) != 0`` (sigmoid,
+            adding a constant); removal is still valid, only not output-preserving.
     """
 
     key: str
@@ -107,6 +111,7 @@ class PruningGroup:
     channel_multiple: int = 1
     min_channels: int = 1
     description: str = ""
+    zero_exact: bool = True
     _model: nn.Module | None = field(default=None, repr=False)
 
     def bind(self, model: nn.Module) -> PruningGroup:
