@@ -47,7 +47,9 @@ class ChannelSlice:
         dim: tensor dimension that indexes channels (0 for a conv's output side, 1 for its input
             side; 1 and 0 for a transposed conv).
         index: int64 tensor ``(n_channels, k)``: positions along ``dim`` that belong to group
-            channel ``i``. ``k`` is 1 except after a flatten (``k = H*W``) or for grouped cases.
+            channel ``i``. ``k`` is 1 except after a flatten (``k = H*W``), for grouped convs
+            (one group channel = one conv group: ``k`` = channels per conv group) and for
+            channels that are repeated / concatenated several times (``x.repeat(1, 16, ...)``).
         role: ``"out"`` a producer's output channels (conv / transposed conv / linear weight and
             bias), ``"in"`` a consumer's input channels, ``"per_channel"`` per-channel layers
             (norm affine parameters and running statistics, PReLU slopes).

@@ -1,0 +1,180 @@
+"""Tracing: the only place in medprune that calls :func:`torch.export.export`.
+
+The model is traced once, in eval mode (its mode is restored afterwards), into the default
+pre-dispatch ATen IR. That IR keeps the high-level ops the propagation rules are written for
+(``aten.conv2d``, ``aten.linear``, ``aten.batch_norm``, ``aten.instance_norm``,
+``aten.group_norm``, ``aten.prelu`` ...) and keeps in-place ops (``aten.relu_``, ``aten.add_``)
+as nodes whose *returned* value later users consume, so data flow through ``out += residual`` or
+``LeakyReLU(inplace=True)`` is explicit. We do not call ``run_decompositions``: it would lower
+``linear`` to ``t + addmm`` and norms to their native kernels, losing the module structure.
+
+Every node carries ``node.meta["val"]`` (a fake tensor whose shape gives the channel counts) and
+``node.meta["nn_module_stack"]`` (the module path that issued it). Parameter and buffer
+placeholders are mapped back to their dotted names through the graph signature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from medprune.errors import TraceError
+
+__all__ = ["ExportedGraph", "as_input_tuple", "canonical_names", "export_model", "module_path"]
+
+
+@dataclass(frozen=True)
+class ExportedGraph:
+    """A traced model.
+
+    Attributes:
+        graph: the FX graph of the exported program (pre-dispatch ATen IR).
+        tensor_names: placeholder name -> dotted parameter / buffer name (``"layer1.0.conv1.weight"``).
+        parameter_names: the dotted names of parameters (the rest of ``tensor_names`` are buffers
+            or lifted constants).
+        user_inputs: placeholder names of the model's own inputs, in order.
+        input_shapes: shapes of the example inputs.
+        model_class: class name of the traced model.
+    """
+
+    graph: torch.fx.Graph
+    tensor_names: dict[str, str]
+    parameter_names: frozenset[str]
+    user_inputs: tuple[str, ...]
+    input_shapes: tuple[tuple[int, ...], ...]
+    model_class: str
+    output_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    constants: dict[str, Any] = field(default_factory=dict)
+
+
+def as_input_tuple(example_inputs: Any) -> tuple[Any, ...]:
+    """Normalise ``example_inputs`` (a tensor or a sequence of tensors) to a tuple."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, Sequence) and not isinstance(example_inputs, str):
+        return tuple(example_inputs)
+    raise TraceError(
+        f"example_inputs must be a tensor or a tuple of tensors; got {type(example_inputs).__name__}. "
+        "Pass e.g. torch.randn(1, 3, 64, 64)."
+    )
+
+
+def _export(model: nn.Module, args: tuple[Any, ...]) -> torch.export.ExportedProgram:
+    shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
+    hint = (
+        ". Pass an example input of the shape and dtype the model expects (e.g. "
+        "torch.randn(1, C, H, W) with H, W divisible by the network's total stride), or add "
+        "the offending module to ignore=[...]."
+    )
+    try:
+        return torch.export.export(model, args, strict=False)
+    except Exception as e:  # noqa: BLE001 - any tracing failure is reported as TraceError
+        first = e
+    try:  # does the model itself run on this input? then only tracing failed
+        model(*args)
+    except Exception as e:  # noqa: BLE001
+        raise TraceError(
+            f"{type(model).__name__} fails on example inputs {shapes}: {type(e).__name__}: "
+            f"{_first_line(e)}{hint}"
+        ) from e
+    try:
+        return torch.export.export(model, args, strict=True)
+    except Exception as e:  # noqa: BLE001
+        raise TraceError(
+            f"torch.export could not trace {type(model).__name__} with example inputs {shapes}: "
+            f"strict=False: {type(first).__name__}: {_first_line(first)}; strict=True: "
+            f"{type(e).__name__}: {_first_line(e)}{hint}"
+        ) from first
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def export_model(model: nn.Module, example_inputs: Any) -> ExportedGraph:
+    """Trace ``model`` once with ``torch.export`` (eval mode, no gradients).
+
+    Args:
+        model: the network; its train/eval mode is restored afterwards.
+        example_inputs: a tensor ``(B, C, *S)`` or a tuple of model inputs.
+
+    Returns:
+        The traced graph with parameter / buffer names.
+
+    Raises:
+        TraceError: when ``torch.export`` fails (names the model class and the original error).
+    """
+    args = as_input_tuple(example_inputs)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            program = _export(model, args)
+    finally:
+        model.train(was_training)
+    sig = program.graph_signature
+    canon = canonical_names(model)
+    names: dict[str, str] = {}
+    names.update(sig.inputs_to_parameters)
+    names.update(sig.inputs_to_buffers)
+    names = {k: canon.get(v, v) for k, v in names.items()}
+    names.update(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
+    return ExportedGraph(
+        graph=program.graph,
+        tensor_names=names,
+        parameter_names=frozenset(canon.get(v, v) for v in sig.inputs_to_parameters.values()),
+        user_inputs=tuple(sig.user_inputs),
+        input_shapes=tuple(tuple(a.shape) if isinstance(a, torch.Tensor) else () for a in args),
+        model_class=type(model).__name__,
+        output_shapes=_output_shapes(program.graph),
+    )
+
+
+def _output_shapes(graph: torch.fx.Graph) -> list[tuple[int, ...]]:
+    """Shapes of the tensors the model returns, in order (from the traced output node)."""
+    shapes: list[tuple[int, ...]] = []
+
+    def visit(a: Any) -> None:
+        if isinstance(a, torch.fx.Node):
+            v = a.meta.get("val")
+            if isinstance(v, torch.Tensor):
+                shapes.append(tuple(int(s) for s in v.shape))
+        elif isinstance(a, (list, tuple)):
+            for x in a:
+                visit(x)
+        elif isinstance(a, dict):
+            for x in a.values():
+                visit(x)
+
+    for node in graph.nodes:
+        if node.op == "output":
+            visit(node.args[0])
+    return shapes
+
+
+def canonical_names(model: nn.Module) -> dict[str, str]:
+    """Every dotted name of a parameter / buffer (aliases of shared modules included) -> the name
+    ``named_parameters()`` / ``named_buffers()`` report for that tensor."""
+    canon: dict[str, str] = {}
+    for named in (model.named_parameters, model.named_buffers):
+        first = {id(t): n for n, t in named()}
+        for n, t in named(remove_duplicate=False):
+            canon[n] = first.get(id(t), n)
+    return canon
+
+
+def module_path(node: torch.fx.Node) -> str:
+    """Dotted path of the innermost module that issued ``node`` (``""`` for the root)."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    path = str(path).split("@")[0]
+    if path.startswith("L['self']"):
+        path = path[len("L['self']") :].lstrip(".")
+    return path

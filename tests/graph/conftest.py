@@ -1,0 +1,59 @@
+"""Helpers for the engine tests: the zero-channel equivalence check with assert_close."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from medprune.graph import Cost, PruningGraph, build_graph, prune_channels
+from medprune.graph.pruning_graph import total_macs
+from medprune.graph.verify import random_plan, randomize_norms
+
+
+def _tensors(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _tensors(v)]
+    return [t for v in out for t in _tensors(v)]
+
+
+def zero_prune_compare(
+    model: nn.Module, x: Any, *, seed: int = 0, ignore: tuple[Any, ...] = (), min_groups: int = 1
+) -> tuple[nn.Module, PruningGraph, dict[str, torch.Tensor], Cost]:
+    """Zero 30-60% of every prunable group, prune, assert equal outputs (float64) and a train
+    forward with unchanged output shapes; the graph's cost estimate must equal the measured
+    cost after pruning. Returns (pruned float64 model, its old graph, plan, cost after)."""
+    work = copy.deepcopy(model).double().eval()
+    randomize_norms(work, seed)
+    inputs = tuple(t.double() for t in (x if isinstance(x, tuple) else (x,)))
+    graph = build_graph(work, inputs, ignore=ignore)
+    plan = random_plan(graph, seed=seed)
+    assert len(plan) >= min_groups, f"only {len(plan)} groups to prune: {graph.groups}"
+    for key, idx in plan.items():
+        graph.zero_out(key, idx)
+    with torch.no_grad():
+        ref = _tensors(work(*inputs))
+    estimate = graph.estimate({k: v for k, v in plan.items()})
+    prune_channels(work, graph, plan)
+    with torch.no_grad():
+        out = _tensors(work(*inputs))
+    for a, b in zip(ref, out, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-9)
+    after = Cost(total_macs(work, inputs), sum(p.numel() for p in work.parameters()))
+    assert estimate == after, f"estimate {estimate} != traced cost after pruning {after}"
+    work.train()  # batch >= 2: BatchNorm cannot train on one value per channel
+    train_inputs = tuple(torch.cat([t, t]) if t.shape[0] == 1 else t for t in inputs)
+    train_out = _tensors(work(*train_inputs))
+    assert [t.shape[1:] for t in train_out] == [t.shape[1:] for t in ref]
+    work.eval()
+    return work, graph, plan, after
+
+
+@pytest.fixture
+def compare():
+    return zero_prune_compare

@@ -1,0 +1,297 @@
+"""Rules for channel padding / repeat / slicing, unknown ops, layer norm, sharing, multi-I/O."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medprune.errors import ConfigError
+from medprune.graph import build_graph, prune_channels
+
+X2 = torch.randn(2, 3, 8, 8)
+
+
+def keys(graph):
+    return {g.key: g for g in graph.groups}
+
+
+class ConvBnRelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv2(F.relu(self.bn1(self.conv1(x))))
+
+
+class PadShortcut(nn.Module):
+    """CIFAR ResNet option A: the shortcut is padded with zero channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 8, 3, padding=1, stride=2)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        short = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 2, 2))
+        return self.head(F.relu(self.conv2(x) + short))
+
+
+def test_channel_padding_pins_only_padded_channels(compare):
+    graph = build_graph(PadShortcut(), X2)
+    pinned = [g for g in graph.groups if not g.prunable and "conv2" in g.key]
+    assert pinned and all("channel padding" in g.pinned_reason for g in pinned)
+    coupled = graph.group("conv1.out+conv2.out[2:6]")
+    assert coupled.prunable and coupled.n_channels == 4
+    compare(PadShortcut(), X2)
+
+
+class RepeatInput(nn.Module):
+    """VNet style: a residual of a map repeated along channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 2, 3, padding=1)
+        self.conv2 = nn.Conv2d(2, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        return self.head(self.conv2(x) + x.repeat(1, 4, 1, 1))
+
+
+def test_repeat_along_channels_is_exact(compare):
+    graph = build_graph(RepeatInput(), X2)
+    g = graph.group("conv1.out+conv2.out")
+    assert g.n_channels == 2
+    (conv2_out,) = g.members("out", "weight")[1:] or [
+        s for s in g.members("out", "weight") if s.module_name == "conv2"
+    ]
+    assert conv2_out.index.shape == (2, 4)
+    compare(RepeatInput(), X2)
+
+
+class SliceChannels(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.conv(x)[:, :4])
+
+
+def test_channel_slicing_pins_and_reports():
+    graph = build_graph(SliceChannels(), X2)
+    assert not graph.group("conv.out").prunable
+    assert any(op.startswith("aten.slice") for op, _ in graph.pinned)
+
+
+class CumsumChannels(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.head(torch.cumsum(self.conv(x), dim=1))
+
+
+def test_unknown_op_pins_and_is_reported():
+    graph = build_graph(CumsumChannels(), X2)
+    assert not graph.group("conv.out").prunable
+    assert "no propagation rule for aten.cumsum" in graph.group("conv.out").pinned_reason
+    assert any(op.startswith("aten.cumsum") for op, _ in graph.pinned)
+
+
+class LayerNormChannels(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = self.conv(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        return self.head(self.norm(y))
+
+
+def test_layer_norm_over_channels_pins():
+    graph = build_graph(LayerNormChannels(), X2)
+    assert "layer_norm over the channel dim" in graph.group("conv.out").pinned_reason
+
+
+class SigmoidPath(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.head(torch.sigmoid(self.conv(x)))
+
+
+def test_non_zero_preserving_op_marks_group_inexact():
+    graph = build_graph(SigmoidPath(), X2)
+    g = graph.group("conv.out")
+    assert g.prunable and not g.zero_exact
+
+
+class Shared(nn.Module):
+    """One conv called twice (weight sharing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.shared = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        return self.head(self.shared(F.relu(self.shared(x))))
+
+
+def test_weight_sharing_is_consistent(compare):
+    graph = build_graph(Shared(), X2)
+    g = graph.group("stem.out+shared.out")
+    assert g.prunable
+    compare(Shared(), X2)
+
+
+class UpDown(nn.Module):
+    """Transposed conv, pooling, interpolation and a U-Net skip concat."""
+
+    def __init__(self, dims: int = 2) -> None:
+        super().__init__()
+        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        tconv = nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d
+        self.down = conv(3, 8, 3, padding=1)
+        self.mid = conv(8, 16, 3, padding=1)
+        self.up = tconv(16, 8, 2, stride=2)
+        self.extra = conv(8, 4, 1)
+        self.head = conv(20, 2, 1)
+        self.dims = dims
+
+    def forward(self, x):
+        a = F.relu(self.down(x))
+        b = F.relu(self.mid(F.max_pool2d(a, 2) if self.dims == 2 else F.avg_pool3d(a, 2)))
+        c = self.up(b)
+        d = F.interpolate(
+            self.extra(F.avg_pool2d(a, 2) if self.dims == 2 else F.max_pool3d(a, 2)),
+            scale_factor=2.0,
+        )
+        return self.head(torch.cat([a, c, d], dim=1))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_transposed_conv_pool_interpolate_concat(compare, dims):
+    x = torch.randn(2, 3, 8, 8) if dims == 2 else torch.randn(2, 3, 4, 8, 8)
+    graph = build_graph(UpDown(dims), x)
+    assert {"down.out", "mid.out", "up.out", "extra.out"} <= set(keys(graph))
+    up = graph.group("up.out")
+    assert {(s.module_name, s.dim) for s in up.members("out", "weight")} == {("up", 1)}
+    model, _, _, _ = compare(UpDown(dims), x, min_groups=4)
+    assert model.up.out_channels == model.up.weight.shape[1]
+
+
+def test_ignore_pins_module(compare):
+    graph = build_graph(ConvBnRelu(), X2, ignore=["conv1"])
+    assert not graph.group("conv1.out").prunable
+    assert ("conv1", "listed in ignore") in graph.pinned
+    graph = build_graph(ConvBnRelu(), X2, ignore=[nn.BatchNorm2d])
+    assert not graph.group("conv1.out").prunable
+
+
+def test_keys_are_stable_across_copies():
+    a = [g.key for g in build_graph(PadShortcut(), X2).groups]
+    b = [g.key for g in build_graph(PadShortcut(), X2).groups]
+    assert a == b and len(set(a)) == len(a)
+
+
+def test_unknown_key_suggests():
+    graph = build_graph(ConvBnRelu(), X2)
+    with pytest.raises(ConfigError, match="Did you mean 'conv1.out'"):
+        graph.group("conv1.ot")
+
+
+def test_stale_graph_after_pruning():
+    model = ConvBnRelu()
+    graph = build_graph(model, X2)
+    prune_channels(model, graph, {"conv1.out": [0, 1]})
+    with pytest.raises(ConfigError, match="stale"):
+        graph.group("conv1.out")
+
+
+class TwoInTwoOut(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(1, 8, 3, padding=1)
+        self.head1 = nn.Conv2d(8, 2, 1)
+        self.head2 = nn.Linear(8, 3)
+
+    def forward(self, x, y):
+        h = F.relu(self.a(x) + self.b(y))
+        return self.head1(h), self.head2(h.mean(dim=(2, 3)))
+
+
+def test_multiple_inputs_and_outputs(compare):
+    x = (torch.randn(2, 3, 8, 8), torch.randn(2, 1, 8, 8))
+    graph = build_graph(TwoInTwoOut(), x)
+    assert graph.group("a.out+b.out").prunable
+    assert not graph.group("a.in").prunable and not graph.group("b.in").prunable
+    assert not graph.group("head1.out").prunable and not graph.group("head2.out").prunable
+    assert len(graph.output_shapes) == 2
+    compare(TwoInTwoOut(), x)
+
+
+class InplaceOnView(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        y[:, :, :2] += 1.0  # writes into a view of y
+        return self.head(y)
+
+
+def test_inplace_write_into_view_pins():
+    graph = build_graph(InplaceOnView(), X2)
+    assert not graph.group("conv.out").prunable
+    assert graph.pinned and any(
+        "view" in reason or "aten." in where for where, reason in graph.pinned
+    )
+
+
+class SpatialOps(nn.Module):
+    """Permute / reshape round trip, softmax over space, spatial mean, stack, dropout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 8)
+        self.head = nn.Conv2d(8, 2, 1)
+        self.drop = nn.Dropout(0.2)
+
+    def forward(self, x):
+        y = F.relu(self.conv(x))
+        b, _, h, w = y.shape
+        tokens = self.fc(y.flatten(2).transpose(1, 2))  # (B, HW, C) -> linear over C
+        y = tokens.transpose(1, 2).reshape(b, -1, h, w)  # channel count read at run time
+        pooled = y.mean(dim=(2, 3), keepdim=True)
+        z = torch.stack([y, y * pooled], dim=0).sum(0)
+        return self.head(self.drop(z))
+
+
+def test_token_ops_and_spatial_reductions(compare):
+    graph = build_graph(SpatialOps(), X2)
+    assert graph.group("conv.out").prunable and graph.group("fc.out").prunable
+    compare(SpatialOps(), X2, min_groups=2)
