@@ -6,9 +6,16 @@ same for Torch-Pruning (``MagnitudePruner``, ratio 0.5, output layers ignored) w
 (``pip install --no-deps torch-pruning==1.6.1``). Then the CPU latency (2 threads, batch 8) of
 MONAI resnet50 and UNet before / after a uniform 50% pruning, as latency reduction / MACs reduction.
 
+Timing: both tools are first warmed up once on a small model (``torch.export`` pays a one-time
+initialisation of a few seconds in a fresh process), then each model is built and pruned
+``--trials`` times from a fresh copy, and the fastest trial (least build + prune) is reported:
+on a shared machine noise only ever adds time. ``--threads 1`` avoids the large waits two
+OpenMP threads suffer on an oversubscribed CPU.
+
 Usage::
 
     python benchmarks/engine.py [--models unet2d_prelu,resnet18] [--no-latency] [--size 128]
+        [--trials 3] [--threads 2]
 """
 
 from __future__ import annotations
@@ -80,7 +87,33 @@ def run_torch_pruning(tp, model, x, output_modules):
     return t1 - t0, t2 - t1
 
 
-def bench_panel(names, tp):
+def _fastest(run, base, trials, *args):
+    """Run ``run(model, *args)`` on ``trials`` fresh copies of ``base``; the (model, result) of
+    the trial with the least build + prune time (result[0] + result[1])."""
+    best = None
+    for _ in range(max(trials, 1)):
+        model = copy.deepcopy(base)
+        result = run(model, *args)
+        if best is None or result[0] + result[1] < best[1][0] + best[1][1]:
+            best = (model, result)
+    return best
+
+
+def warm_up(tp):
+    """Pay each tool's one-time initialisation (imports, kernel registration) before timing."""
+    reg, kwargs, shape = PANEL["resnet18"]
+    torch.manual_seed(0)
+    base = create_model(reg, **kwargs).eval()
+    x = torch.randn(*shape)
+    run_medprune(copy.deepcopy(base), x)
+    if tp is not None:
+        try:
+            run_torch_pruning(tp, copy.deepcopy(base), x, {"fc"})
+        except Exception:  # noqa: BLE001 - only a warm-up
+            pass
+
+
+def bench_panel(names, tp, trials=1):
     print(
         "| model | medprune build s | prune s | MACs before | MACs after | ok "
         "| TP build s | TP prune s | TP MACs after | TP ok |"
@@ -95,10 +128,9 @@ def bench_panel(names, tp):
             ref_shapes = _shapes(base(x))
         macs_before = count_macs(base, x)
         row = [name]
-        model = copy.deepcopy(base)
         outputs: set[str] = set()
         try:
-            build_s, prune_s, graph = run_medprune(model, x)
+            model, (build_s, prune_s, graph) = _fastest(run_medprune, base, trials, x)
             outputs = {
                 s.module_name
                 for g in graph.groups
@@ -119,9 +151,10 @@ def bench_panel(names, tp):
         if tp is None:
             row += ["n/a"] * 4
         else:
-            model = copy.deepcopy(base)
             try:
-                build_s, prune_s = run_torch_pruning(tp, model, x, outputs)
+                model, (build_s, prune_s) = _fastest(
+                    lambda m, *a: run_torch_pruning(tp, m, *a), base, trials, x, outputs
+                )
                 with torch.no_grad():
                     ok = _shapes(model.eval()(x)) == ref_shapes
                 row += [
@@ -184,15 +217,19 @@ def main() -> None:
     parser.add_argument("--no-panel", action="store_true")
     parser.add_argument("--size", type=int, default=128, help="latency input side")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=3, help="panel: fastest of N trials")
+    parser.add_argument("--threads", type=int, default=2, help="panel: torch threads")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     try:
         import torch_pruning as tp
     except ImportError:
         tp = None
         print("note: torch_pruning not installed; its columns are n/a")
     if not args.no_panel:
-        bench_panel([n for n in args.models.split(",") if n], tp)
+        warm_up(tp)
+        print(f"(fastest of {args.trials} trials, {args.threads} threads, after a warm-up)")
+        bench_panel([n for n in args.models.split(",") if n], tp, args.trials)
     if not args.no_latency:
         bench_latency(args.size, args.repeats)
 

@@ -145,9 +145,9 @@ class PruningGroup:
     def gather(self, s: ChannelSlice) -> torch.Tensor:
         """Tensor of slice ``s`` rearranged as ``(n_channels, -1)``: row ``i`` is group channel ``i``."""
         t = self.tensor(s).detach()
-        moved = t.movedim(s.dim, 0)  # (C_dim, *rest)
-        rows = moved[s.index.reshape(-1)]  # (n_channels*k, *rest)
-        return rows.reshape(self.n_channels, -1)
+        picked = t.index_select(s.dim, s.index.reshape(-1).to(t.device))  # a copy, not a view
+        rows = picked.movedim(s.dim, 0)  # (n_channels*k, *rest)
+        return rows.reshape(self.n_channels, -1).contiguous()
 
     def out_weights(self) -> list[torch.Tensor]:
         """Each producer's filters as ``(n_channels, fan)``: conv ``(C_out, C_in/g * prod(K))``."""

@@ -88,22 +88,16 @@ def make_groups(state: State, model: nn.Module) -> Grouping:
 
     known = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
     dims = [(k, td) for k, td in state.tensor_dims.items() if td.fqn in known]
-    sig: dict[int, list[int]] = defaultdict(list)
-    for s, (_, td) in enumerate(dims):
-        for c in np.unique(comp[td.labels]):
-            sig[int(c)].append(s)
-    by_sig: dict[tuple, list[int]] = defaultdict(list)
-    for c, slices in sig.items():
-        by_sig[(tuple(slices), reason[c] is not None)].append(c)
+    specs = _component_classes(comp, [td.labels for _, td in dims], reason != None)  # noqa: E711
 
     group_of = np.full(n_comp, -1, dtype=np.int64)
     rank_of = np.full(n_comp, -1, dtype=np.int64)
-    specs = sorted(by_sig.items(), key=lambda kv: kv[0][0][0])
     for g, ((slices, _), comps) in enumerate(specs):
         primary_comps = comp[dims[_primary(dims, slices)][1].labels]
         uniq, first_pos = np.unique(primary_comps, return_index=True)
-        first = dict(zip(uniq.tolist(), first_pos.tolist(), strict=False))
-        ordered = sorted(comps, key=lambda c: first.get(c, 0))
+        at = np.minimum(np.searchsorted(uniq, comps), uniq.size - 1)
+        key = np.where(uniq[at] == comps, first_pos[at], 0)
+        ordered = comps[np.argsort(key, kind="stable")]
         group_of[ordered] = g
         rank_of[ordered] = np.arange(len(ordered))
     multiple, gn_reason = _gn_constraints(state, comp, group_of, rank_of, len(specs))
@@ -128,6 +122,66 @@ def make_groups(state: State, model: nn.Module) -> Grouping:
     _add_sites(groups, module_maps, model)
     _assign_keys(groups, dims)
     return Grouping(groups, tensor_maps, module_maps, cost_maps)
+
+
+#: Above this many cells (components x widest signature) classes are found with a dict instead.
+_MAX_SIGNATURE_CELLS = 20_000_000
+
+
+def _component_classes(
+    comp: np.ndarray,
+    dim_labels: list[np.ndarray],
+    pinned: np.ndarray,
+    max_cells: int = _MAX_SIGNATURE_CELLS,
+) -> list[tuple[tuple[tuple[int, ...], bool], np.ndarray]]:
+    """Components that appear in exactly the same tensor dimensions, with the same pinned state.
+
+    Args:
+        comp: component of every label ``(n_labels,)``.
+        dim_labels: labels of each tensor dimension (its index is the "slice" number).
+        pinned: bool per component ``(n_comp,)``.
+        max_cells: size limit of the vectorised path.
+
+    Returns:
+        ``((slices, pinned), comps)`` per class: ``slices`` the sorted slice numbers, ``comps``
+        the member components in ascending order; classes sorted by (first slice, smallest
+        component). Components in no dimension belong to no class.
+    """
+    if not dim_labels:
+        return []
+    n_dims = len(dim_labels)
+    sizes = [labels.size for labels in dim_labels]
+    pairs = comp[np.concatenate(dim_labels)] * n_dims  # (component, slice), sorted and unique
+    pairs = np.unique(pairs + np.repeat(np.arange(n_dims, dtype=np.int64), sizes))
+    c_all, s_all = np.divmod(pairs, n_dims)
+    comps, start, count = np.unique(c_all, return_index=True, return_counts=True)
+    if comps.size == 0:
+        return []
+    flags = pinned[comps].astype(np.int64)
+    width = int(count.max())
+    if comps.size * (width + 1) > max_cells:
+        by_key: dict[tuple[tuple[int, ...], bool], list[int]] = {}
+        for i in range(comps.size):
+            slices = tuple(s_all[start[i] : start[i] + count[i]].tolist())
+            by_key.setdefault((slices, bool(flags[i])), []).append(i)
+        members = [np.asarray(v, dtype=np.int64) for v in by_key.values()]
+        reps = np.asarray([v[0] for v in members], dtype=np.int64)
+    else:  # one row per component: its slices padded with -1, then its pinned flag
+        table = np.full((comps.size, width + 1), -1, dtype=np.int64)
+        row = np.repeat(np.arange(comps.size), count)
+        table[row, np.arange(c_all.size) - start[row]] = s_all
+        table[:, width] = flags
+        _, reps, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        by_class = np.argsort(inverse, kind="stable")
+        members = np.split(by_class, np.cumsum(np.bincount(inverse, minlength=reps.size))[:-1])
+    first_slice = s_all[start[reps]]
+    classes = []
+    for k in np.lexsort((reps, first_slice)).tolist():
+        r = int(reps[k])
+        slices = tuple(s_all[start[r] : start[r] + count[r]].tolist())
+        classes.append(((slices, bool(flags[r])), comps[members[k]]))
+    return classes
 
 
 def _primary(dims: list, slices: tuple[int, ...]) -> int:

@@ -5,7 +5,8 @@ every tensor of each group (weights, biases, running statistics, PReLU slopes, .
 each parameter by a new ``nn.Parameter`` (``requires_grad`` kept), slices the matching optimizer
 state (SGD ``momentum_buffer``, Adam ``exp_avg`` / ``exp_avg_sq`` / ``max_exp_avg_sq``) and
 re-points the optimizer's ``param_groups``, updates module attributes through
-:mod:`medprune.graph.handlers`, then runs one forward on the example input to check shapes.
+:mod:`medprune.graph.handlers`, then runs one forward to check output shapes (on the first
+sample of a batched example input, falling back to the whole input when that does not settle it).
 """
 
 from __future__ import annotations
@@ -77,10 +78,13 @@ def _validate(graph: PruningGraph, prune: Mapping[str, Any]) -> dict[int, np.nda
 
 
 def _slice(t: torch.Tensor, keeps: list[tuple[int, np.ndarray]]) -> torch.Tensor:
+    """A new tensor with only the ``keep`` positions of each ``dim`` (never a view of ``t``)."""
     out = t.detach()
-    for dim, keep in keeps:
-        out = out.index_select(dim, torch.as_tensor(keep, device=t.device))
-    return out.clone()
+    if not keeps:
+        return out.clone()
+    for dim, keep in keeps:  # index_select allocates a new tensor: no clone needed
+        out = out.index_select(dim, torch.from_numpy(keep).to(t.device))
+    return out
 
 
 def _replace(module: nn.Module, name: str, keeps: list[tuple[int, np.ndarray]]) -> tuple[Any, Any]:
@@ -112,22 +116,61 @@ def _slice_optimizer(
         optimizer.state[new] = state
 
 
-def _check_forward(model: nn.Module, graph: PruningGraph) -> None:
+def _single_sample(
+    inputs: tuple[Any, ...], output_shapes: list[tuple[int, ...]]
+) -> tuple[tuple[Any, ...], list[tuple[int, ...]]] | None:
+    """The first sample of a batched example input and the output shapes expected for it.
+
+    Only when every tensor input and every traced output share one leading batch size ``B > 1``;
+    otherwise None (the check then runs on the full example input).
+    """
+    tensors = [a for a in inputs if isinstance(a, torch.Tensor)]
+    if not tensors or not output_shapes or any(t.dim() == 0 for t in tensors):
+        return None
+    batch = int(tensors[0].shape[0])
+    if batch <= 1 or any(int(t.shape[0]) != batch for t in tensors):
+        return None
+    if any(len(s) == 0 or s[0] != batch for s in output_shapes):
+        return None
+    one = tuple(a[:1] if isinstance(a, torch.Tensor) else a for a in inputs)
+    return one, [(1, *s[1:]) for s in output_shapes]
+
+
+def _output_shapes(model: nn.Module, inputs: tuple[Any, ...]) -> list[tuple[int, ...]]:
+    """Output tensor shapes of one eval-mode, no-grad forward (the mode is restored)."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            after = model(*graph.example_inputs)
+            return [tuple(t.shape) for t in _tensors(model(*inputs))]
+    finally:
+        model.train(was_training)
+
+
+def _check_forward(model: nn.Module, graph: PruningGraph) -> None:
+    """Run the pruned model and compare its output shapes with the traced ones.
+
+    A batched example input is first checked on its first sample alone (cheaper; shapes must
+    match the traced ones with batch 1). Anything else -- a failure or a different shape at
+    batch 1, or an input that is not simply batched -- falls back to the full example input,
+    which alone decides (and reports) an error.
+    """
+    single = _single_sample(graph.example_inputs, list(graph.output_shapes))
+    if single is not None:
+        try:
+            if _output_shapes(model, single[0]) == single[1]:
+                return
+        except Exception:  # noqa: BLE001 - the full-batch check below decides and reports
+            pass
+    try:
+        shapes_a = _output_shapes(model, graph.example_inputs)
     except Exception as e:
         raise ShapeMismatchError(
             f"{graph.model_class} no longer runs after pruning ({type(e).__name__}: {e}). "
             "A shape is fixed in the model's code where the engine cannot see it; add the "
             "module to ignore=[...] and report the model."
         ) from e
-    finally:
-        model.train(was_training)
     shapes_b = list(graph.output_shapes)
-    shapes_a = [tuple(t.shape) for t in _tensors(after)]
     if shapes_a != shapes_b:
         raise ShapeMismatchError(
             f"{graph.model_class}: output shapes changed by pruning: {shapes_b} -> {shapes_a}."
@@ -190,7 +233,10 @@ def prune_channels(
     swaps = []
     for fqn, keeps in per_tensor.items():
         module_name, _, tensor_name = fqn.rpartition(".")
-        old, new = _replace(model.get_submodule(module_name), tensor_name, keeps)
+        module = modules.get(module_name)
+        if module is None:
+            module = model.get_submodule(module_name)  # raises the usual error
+        old, new = _replace(module, tensor_name, keeps)
         swaps.append((old, new, keeps))
     for name, attrs in old_attrs.items():
         update_module(modules[name], ModuleChange(attrs, module_counts.get(name)))

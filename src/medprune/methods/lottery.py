@@ -33,6 +33,7 @@ from torch import nn
 from medprune.errors import ConfigError
 from medprune.methods._training import (
     CallbackBase,
+    as_target,
     cost,
     evaluate,
     fit,
@@ -269,6 +270,7 @@ def lottery(
         PruneResult with ``masks`` ``{parameter name: bool (True = kept)}``, ``plan=None`` and
         per-round history (AUC-ROC, per-class FN/FP, remaining weight fraction, class weights).
     """
+    target = as_target(target, method="lottery")
     _validate(
         target, prune_fraction, scope, criterion, loss, rewind_epoch,
         context.recipe.epochs, max_retries, weight_growth,

@@ -41,6 +41,7 @@ from medprune.methods._masking import (
     parse_criterion,
     select,
 )
+from medprune.methods._training import as_target
 from medprune.methods.base import MethodContext, PruneResult, Target, register_method
 from medprune.methods.soft import Chooser, run_soft, validate_soft_options
 from medprune.registry import Registry
@@ -244,6 +245,7 @@ def mfp(
         PruneResult; each history entry has ``winner`` (the criterion applied) and ``values``
         (the attribute of every candidate); ``summary["criterion_wins"]`` counts the winners.
     """
+    target = as_target(target, method="mfp")
     if isinstance(criteria, str) or not criteria:
         raise ConfigError(
             f"criteria must be a non-empty list of criterion specs; got {criteria!r}."

@@ -50,6 +50,7 @@ from medprune.methods._sauron_stats import (
 )
 from medprune.methods._training import (
     CallbackBase,
+    as_target,
     check_guard,
     cost,
     fit,
@@ -80,7 +81,7 @@ class SauronCallback(CallbackBase):
         example_inputs: ``(B, C, *S)`` batch used to rebuild the graph and count MACs.
         context: the method context (task, val_loader, seed).
         options: the validated options of :func:`sauron`, plus ``stop``: None or
-            ``stop(model) -> bool``, True once the target is reached (no more removal).
+            ``stop(macs, params) -> bool``, True once the target is reached (no more removal).
     """
 
     def __init__(
@@ -149,7 +150,6 @@ class SauronCallback(CallbackBase):
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
         self._refs: dict[str, int] = {}
-        self._epoch_start = time.perf_counter()
 
     # -- training hooks ----------------------------------------------------------------------------
     def on_train_start(self, state: Any) -> None:
@@ -181,7 +181,7 @@ class SauronCallback(CallbackBase):
     def on_epoch_end(self, state: Any) -> None:
         dist = _dist()
         model = unwrap(state.model)
-        epoch_seconds = time.perf_counter() - self._epoch_start
+        started = time.perf_counter()
         distances = self._epoch_distances()
         # both already averaged over ranks by medprune.tasks.train
         self.train_losses.append(float(state.history[-1]["train_loss"]))
@@ -203,7 +203,9 @@ class SauronCallback(CallbackBase):
             "epoch": len(self.history_),
             "macs": macs,
             "params": params,
-            "epoch_seconds": epoch_seconds,
+            # training + validation time of this epoch as measured by medprune.tasks.train
+            "epoch_seconds": float(state.history[-1].get("seconds", float("nan"))),
+            "prune_seconds": time.perf_counter() - started,  # statistics, removal, re-tracing
             "train_loss": self.train_losses[-1],
             "val_loss": self.val_losses[-1],
             "removed": {k: int(v.numel()) for k, v in removal.items()},
@@ -213,7 +215,7 @@ class SauronCallback(CallbackBase):
         }
         self.history_.append(record)
         self.context.emit({"event": "sauron_epoch", "method": "sauron", **record})
-        if self.opt["stop"] is not None and self.opt["stop"](model):
+        if self.opt["stop"] is not None and self.opt["stop"](macs, params):
             self.stopped = True
         self._reset_epoch()
 
@@ -260,9 +262,8 @@ class SauronCallback(CallbackBase):
         return removal, raised
 
 
-def _stopper(target: Target, before: tuple[int, int], example_inputs: Any) -> Any:
-    def stop(model: nn.Module) -> bool:
-        macs, params = cost(model, example_inputs)
+def _stopper(target: Target, before: tuple[int, int]) -> Any:
+    def stop(macs: int, params: int) -> bool:
         if target.kind == "macs":
             return 1.0 - macs / before[0] >= target.value
         if target.kind == "params":
@@ -314,10 +315,12 @@ def sauron(
 
     Returns:
         PruneResult whose history has one entry per epoch (``macs``, ``params``,
-        ``epoch_seconds``, losses, removed channels and thresholds per layer).
+        ``epoch_seconds`` (training + validation), ``prune_seconds``, losses, removed channels
+        and thresholds per layer).
     """
     from medprune.graph import build_graph
 
+    target = None if target is None else as_target(target, method="sauron")
     validate_options(
         lambda_opt, pool_factor, tau_init, tau_max, kappa, rho, mu, min_channels, ignore
     )
@@ -333,7 +336,7 @@ def sauron(
     set_guard_reference(context, model)
     graph = build_graph(model, example_inputs, ignore=tuple(ignore))
     total = sum(g.n_channels for g in graph.prunable_groups())
-    stop = _stopper(target, before, example_inputs) if target and respect_target else None
+    stop = _stopper(target, before) if target and respect_target else None
     options = dict(
         lambda_opt=float(lambda_opt), pool_factor=pool_factor, tau_init=tau_init, tau_max=tau_max,
         kappa=kappa, rho=rho, mu=mu, min_channels=min_channels, faithful=faithful,

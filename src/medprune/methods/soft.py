@@ -53,6 +53,7 @@ from medprune.methods._masking import (
 )
 from medprune.methods._training import (
     CallbackBase,
+    as_target,
     check_guard,
     cost,
     fit,
@@ -298,6 +299,7 @@ def sfp(
         PruneResult with the physically compact model, a replayable plan, one history entry per
         pruning step, and ``summary["extraction_max_abs_diff"]`` (masked vs compact output).
     """
+    target = as_target(target, method="sfp")
     parse_criterion(criterion)
     validate_soft_options(interval, ignore, min_channels, scope, mask_scope)
     return run_soft(
@@ -336,6 +338,7 @@ def fpgm_soft(
     (``distance``: ``"l2"`` paper default, ``"l1"``, ``"cos"``). ``mask_grads=True`` by default,
     as in FPGM's released training loop. Other arguments as in :func:`sfp`.
     """
+    target = as_target(target, method="fpgm_soft")
     if distance not in ("l2", "l1", "cos"):
         raise ConfigError(f"distance must be one of 'l2', 'l1', 'cos'; got {distance!r}.")
     validate_soft_options(interval, ignore, min_channels, scope, mask_scope)

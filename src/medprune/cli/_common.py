@@ -1,0 +1,203 @@
+"""Shared command-line pieces: ``--config``, ``--set KEY=VALUE``, common flags, printing.
+
+Precedence (later wins): built-in defaults < ``--config`` YAML < ``--set`` < dedicated flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from medprune.config import RunConfig, load_config, parse_set
+from medprune.errors import ConfigError
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, out_help: str | None = None) -> None:
+    """``--config``, ``--set``, ``--out``, ``--seed``, ``--device``, ``--no-progress``, ``-v``."""
+    group = parser.add_argument_group("configuration")
+    group.add_argument(
+        "--config", type=Path, metavar="YAML", help="run config (YAML); flags override its values"
+    )
+    group.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set train.epochs=3 --set data.max_train=500",
+    )
+    group.add_argument("--out", metavar="DIR", help=out_help or "output folder (config key `out`)")
+    group.add_argument("--seed", type=int, help="random seed (config key `seed`)")
+    group.add_argument("--device", help="cpu, cuda, cuda:N or auto (config key `device`)")
+    group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    group.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the base-model training that most runs change."""
+    group = parser.add_argument_group("base model")
+    group.add_argument("--model", metavar="NAME", help="model name (config key `model.name`)")
+    group.add_argument("--epochs", type=int, help="training epochs (config key `train.epochs`)")
+    group.add_argument("--lr", type=float, help="learning rate (config key `train.lr`)")
+    group.add_argument("--batch-size", type=int, help="batch size (config key `train.batch_size`)")
+
+
+FLAG_KEYS = {
+    "out": "out",
+    "seed": "seed",
+    "device": "device",
+    "model": "model.name",
+    "epochs": "train.epochs",
+    "lr": "train.lr",
+    "batch_size": "train.batch_size",
+}
+
+
+def config_from_args(
+    args: argparse.Namespace,
+    extra: Mapping[str, str] | None = None,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Build the run config of a verb.
+
+    Args:
+        args: parsed arguments (with the :func:`add_config_arguments` flags).
+        extra: more ``{argument attribute: dotted config key}`` of the verb's own flags.
+        defaults: verb defaults applied before the YAML file (e.g. the demo's small settings).
+        values: ``{dotted key: value}`` set by the verb's flags, applied last.
+    """
+    _logging(args)
+    overrides: dict[str, Any] = dict(defaults or {})
+    if defaults and getattr(args, "config", None):
+        overrides = {}  # a user's YAML file replaces the verb defaults
+    overrides.update(parse_set(getattr(args, "set", None)))
+    for attr, key in {**FLAG_KEYS, **(extra or {})}.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            overrides[key] = value
+    if getattr(args, "no_progress", False):
+        overrides["progress"] = False
+    overrides.update(values or {})
+    config = load_config(getattr(args, "config", None), overrides)
+    return config
+
+
+def _logging(args: argparse.Namespace) -> None:
+    level = logging.INFO if getattr(args, "verbose", False) else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    """``"0.3,0.5"`` -> ``[0.3, 0.5]`` (ConfigError naming ``what`` otherwise)."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"{what} must be comma-separated numbers like 0.3,0.5; got {text!r}."
+        ) from None
+
+
+def parse_ints(text: str, what: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"{what} must be comma-separated integers like 0,1,2; got {text!r}."
+        ) from None
+
+
+def parse_shape(text: str) -> list[int]:
+    """``"1,3,224,224"`` -> ``[1, 3, 224, 224]`` (batch, channels, spatial...)."""
+    try:
+        shape = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        shape = []
+    if len(shape) < 3 or any(s < 1 for s in shape):
+        raise ConfigError(
+            f"--input-shape must be B,C,H,W or B,C,D,H,W of positive integers; got {text!r}."
+        )
+    return shape
+
+
+def command_line(verb: str, args: argparse.Namespace | None = None) -> str:
+    """The command that reproduces this run: ``sys.argv`` when the ``medprune`` executable ran
+    it, otherwise (``main([...])`` from Python) an equivalent one rebuilt from ``args``."""
+    import shlex
+
+    argv = sys.argv[1:]
+    if not (argv and argv[0] == verb) and args is not None:
+        argv = [verb]
+        for key, value in sorted(vars(args).items()):
+            flag = "--" + key.replace("_", "-")
+            if key in ("verb",) or value is None or value is False or value == []:
+                continue
+            if value is True:
+                argv.append(flag)
+            elif isinstance(value, list) and key == "set":
+                for item in value:
+                    argv += [flag, str(item)]
+            elif isinstance(value, list):
+                argv += [flag, ",".join(str(v) for v in value)]
+            else:
+                argv += [flag, str(value)]
+    if argv and argv[0] == verb:
+        argv = argv[1:]
+    return " ".join(["medprune", verb, *(shlex.quote(a) for a in argv)])
+
+
+def echo(text: str = "") -> None:
+    """Print to stdout (CLI output only; library code logs)."""
+    print(text, flush=True)
+
+
+def add_model_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """A saved ``model.pt`` or ``--model NAME``, the input shape and model keyword arguments."""
+    parser.add_argument("checkpoint", nargs="?", type=Path, help="model.pt (train / prune output)")
+    parser.add_argument("--model", metavar="NAME", help="build this registered model instead")
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument of the model, e.g. --model-arg num_classes=3",
+    )
+    parser.add_argument(
+        "--input-shape",
+        metavar="B,C,H,W",
+        help="example input shape (default: the one stored in model.pt)",
+    )
+
+
+def model_from_args(args: argparse.Namespace) -> tuple[Any, list[int]]:
+    """``(model, input shape)`` from :func:`add_model_source_arguments` flags."""
+    from medprune.models import create_model
+    from medprune.pipeline import load_model
+
+    shape = parse_shape(args.input_shape) if args.input_shape else None
+    kwargs = parse_set(args.model_arg)
+    if args.checkpoint is not None:
+        if not args.checkpoint.is_file():
+            raise ConfigError(f"model file {str(args.checkpoint)!r} does not exist.")
+        model, info = load_model(
+            args.checkpoint, model_name=args.model, model_kwargs=kwargs or None, input_shape=shape
+        )
+        shape = shape or info.get("input_shape")
+        if shape is None:
+            raise ConfigError(
+                f"{args.checkpoint} stores no input shape; pass --input-shape B,C,H,W."
+            )
+        return model, list(shape)
+    if args.model is None:
+        raise ConfigError("give a model file (model.pt) or --model NAME with --input-shape.")
+    if shape is None:
+        raise ConfigError(f"--model {args.model} needs --input-shape, e.g. 1,3,224,224.")
+    kwargs.setdefault("in_channels", shape[1])
+    if args.model.startswith("monai.") or len(shape) == 5:
+        kwargs.setdefault("spatial_dims", len(shape) - 2)
+    return create_model(args.model, **kwargs), shape

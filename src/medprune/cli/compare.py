@@ -1,0 +1,68 @@
+"""``medprune compare``: every method x target x seed on one base model, under identical
+conditions; resumable; writes results.jsonl and report.md / report.html."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from medprune.cli._common import (
+    add_config_arguments,
+    add_train_arguments,
+    command_line,
+    config_from_args,
+    echo,
+    parse_floats,
+    parse_ints,
+)
+
+HELP = "Compare pruning methods / criteria at several budgets and seeds; write a report."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("comparison")
+    group.add_argument(
+        "--methods", help="comma-separated methods or criteria, e.g. l1,fpgm,hrank,beta_rank,sfp"
+    )
+    group.add_argument("--targets", help="comma-separated fractions to remove, e.g. 0.3,0.5,0.7")
+    group.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    group.add_argument(
+        "--target-kind",
+        choices=("macs", "params", "ratio"),
+        help="what the targets are fractions of",
+    )
+    group.add_argument("--checkpoint", type=Path, help="base model.pt (default: train one)")
+    group.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs of every run")
+    group.add_argument("--retry-failed", action="store_true", help="rerun cells that failed before")
+    add_config_arguments(parser, out_help="comparison folder; rerun with the same folder to resume")
+    add_train_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medprune.compare import run_compare
+    from medprune.report import summary_markdown
+
+    if args.methods is not None:
+        args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.targets is not None:
+        args.targets = parse_floats(args.targets, "--targets")
+    if args.seeds is not None:
+        args.seeds = parse_ints(args.seeds, "--seeds")
+    args.retry_failed = True if args.retry_failed else None
+    config = config_from_args(
+        args,
+        {
+            "methods": "compare.methods",
+            "targets": "compare.targets",
+            "seeds": "compare.seeds",
+            "target_kind": "prune.target",
+            "finetune_epochs": "prune.finetune.epochs",
+            "retry_failed": "compare.retry_failed",
+        },
+    )
+    result = run_compare(
+        config, out=args.out, checkpoint=args.checkpoint, command=command_line("compare", args)
+    )
+    echo(summary_markdown(result.records))
+    echo(f"results.jsonl, report.md and report.html in {result.out_dir}")
+    return 0

@@ -1,0 +1,87 @@
+"""``medprune prune``: prune a trained (or freshly trained) model to a budget, fine-tune,
+evaluate and measure before / after."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from medprune.cli._common import (
+    add_config_arguments,
+    add_train_arguments,
+    command_line,
+    config_from_args,
+    echo,
+)
+
+HELP = "Prune a model to a MACs / params budget with one criterion or method; report before/after."
+
+PRUNE_FLAGS = {
+    "criterion": "prune.criterion",
+    "method": "prune.method",
+    "finetune_epochs": "prune.finetune.epochs",
+    "calibration_size": "prune.calibration_size",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pruning")
+    group.add_argument(
+        "--criterion", help="importance criterion for oneshot/iterative (beta_rank, l1, ...)"
+    )
+    group.add_argument(
+        "--method",
+        help="method (oneshot, iterative, sfp, fpgm_soft, mfp, sauron, lottery) or a criterion name",
+    )
+    target = group.add_mutually_exclusive_group()
+    target.add_argument(
+        "--target-macs", type=float, metavar="F", help="remove this fraction of MACs"
+    )
+    target.add_argument(
+        "--target-params", type=float, metavar="F", help="remove this fraction of params"
+    )
+    target.add_argument(
+        "--ratio", type=float, metavar="F", help="remove this fraction of each layer"
+    )
+    group.add_argument(
+        "--checkpoint", type=Path, help="base model.pt to prune (default: train one)"
+    )
+    group.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs after pruning")
+    group.add_argument("--calibration-size", type=int, help="calibration images (class-balanced)")
+    group.add_argument(
+        "--max-recall-drop",
+        type=float,
+        metavar="F",
+        help="guard: reject pruning steps that lower minority-class recall by more than F "
+        "(e.g. 0.02); config key `prune.guard`",
+    )
+    add_config_arguments(parser, out_help="run folder (default: config `out`)")
+    add_train_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medprune.pipeline import run_prune
+    from medprune.report import summary_markdown
+
+    values = {}
+    for flag, kind in (("target_macs", "macs"), ("target_params", "params"), ("ratio", "ratio")):
+        if getattr(args, flag) is not None:
+            values = {"prune.target": kind, "prune.amount": getattr(args, flag)}
+    if args.max_recall_drop is not None:
+        values["prune.guard"] = {"max_recall_drop": args.max_recall_drop}
+    config = config_from_args(args, PRUNE_FLAGS, values=values)
+    if args.criterion and not args.method and config.prune.method not in ("oneshot", "iterative"):
+        config = dataclasses.replace(
+            config, prune=dataclasses.replace(config.prune, method="oneshot")
+        )
+    result = run_prune(
+        config,
+        out=args.out,
+        checkpoint=args.checkpoint,
+        command=command_line("prune", args),
+        log=echo,
+    )
+    echo(summary_markdown([result["base"], result["pruned"]]))
+    echo(f"pruned model (model.pt + plan.json), run.json and report in {args.out or config.out}")
+    return 0

@@ -1,0 +1,284 @@
+"""``medprune compare``: every method x target x seed under identical conditions, resumable.
+
+The base model is trained once (or loaded); each grid cell then prunes a copy of it with the same
+data, calibration subset, fine-tuning recipe and seed. Each finished cell is appended to
+``results.jsonl`` at once (one line, flushed and fsynced), so a killed comparison restarts where
+it stopped without redoing finished cells::
+
+    result = run_compare(load_config("run.yaml", {"compare.methods": "l1,hrank,beta_rank"}))
+    result.records      # base + one record per cell, as in results.jsonl
+    result.report.html  # the comparison report
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from medprune.config import RunConfig, save_resolved
+from medprune.errors import ConfigError
+from medprune.report import ReportPaths, read_jsonl, write_report
+from medprune.typing import PathLike
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.jsonl"
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One run of the grid: a method or criterion name, a target fraction and a seed."""
+
+    name: str
+    target: float
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """Stable identifier stored in every record (``"beta_rank@0.5#0"``)."""
+        return f"{self.name}@{self.target:g}#{self.seed}"
+
+
+def make_grid(
+    methods: Sequence[str], targets: Sequence[float], seeds: Sequence[int]
+) -> list[GridCell]:
+    """Cells in run order: seed-major, then target, then method (every method gets a result at
+    the first seed before repeats start)."""
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"compare.methods has duplicates; got {list(methods)}.")
+    return [GridCell(m, float(t), int(s)) for s in seeds for t in targets for m in methods]
+
+
+def append_record(path: PathLike, record: Mapping[str, Any]) -> None:
+    """Append one JSON line durably: write, flush, fsync (a torn last line is repaired first)."""
+    path = Path(path)
+    line = json.dumps(record, default=str)
+    with open(path, "a+b") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")  # the previous writer was killed mid-line
+        f.write(line.encode("utf-8") + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def run_grid(
+    cells: Sequence[GridCell],
+    run_one: Callable[[GridCell], dict[str, Any]],
+    results_path: PathLike,
+    *,
+    retry_failed: bool = False,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run every cell not yet in ``results_path``; return the records of all cells in grid order.
+
+    Args:
+        cells: the grid.
+        run_one: computes the record of one cell; an exception (other than KeyboardInterrupt /
+            SystemExit) is recorded as ``status: "failed"`` with the error, and the grid goes on.
+        results_path: the JSON-lines file (created; earlier records are kept).
+        retry_failed: rerun cells whose earlier record failed.
+        progress: show a progress bar for the grid.
+    """
+    done: dict[str, dict[str, Any]] = {}
+    for record in read_jsonl(results_path):
+        if record.get("kind") == "run" and record.get("key"):
+            done[record["key"]] = record  # the last record of a key wins
+    todo = [
+        c
+        for c in cells
+        if c.key not in done or (retry_failed and done[c.key].get("status") != "ok")
+    ]
+    if len(todo) < len(cells):
+        logger.info(
+            "resuming: %d of %d runs already in %s",
+            len(cells) - len(todo),
+            len(cells),
+            results_path,
+        )
+    bar = tqdm(
+        total=len(cells),
+        initial=len(cells) - len(todo),
+        desc="compare",
+        disable=not progress,
+        unit="run",
+    )
+    try:
+        for cell in todo:
+            bar.set_postfix_str(cell.key)
+            t0 = time.perf_counter()
+            try:
+                record = dict(run_one(cell))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as e:  # one method failing must not lose the grid
+                logger.warning("run %s failed: %s", cell.key, e)
+                record = {
+                    "kind": "run",
+                    "status": "failed",
+                    "error": f"{type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc(limit=8),
+                    "time_s": time.perf_counter() - t0,
+                }
+            record.update(key=cell.key, name=cell.name, target=cell.target, seed=cell.seed)
+            record.setdefault("kind", "run")
+            record.setdefault("status", "ok")
+            append_record(results_path, record)
+            done[cell.key] = record
+            bar.update(1)
+    finally:
+        bar.close()
+    return [done[c.key] for c in cells]
+
+
+@dataclass
+class CompareResult:
+    """What :func:`run_compare` returns."""
+
+    out_dir: Path
+    records: list[dict[str, Any]]
+    report: ReportPaths
+
+
+def _check_names(names: Sequence[str]) -> None:
+    from medprune.pipeline import resolve_method
+
+    for name in names:
+        resolve_method(name)
+
+
+def run_compare(
+    config: RunConfig,
+    *,
+    out: PathLike | None = None,
+    checkpoint: PathLike | None = None,
+    command: str | None = None,
+    title: str | None = None,
+) -> CompareResult:
+    """Train (or load) the base once, run the ``config.compare`` grid, write the report.
+
+    Writes into ``out`` (default ``config.out``): ``config.resolved.yaml``, ``base/model.pt``,
+    ``results.jsonl`` (the base record first, then one line per cell), ``report.md``,
+    ``report.html`` and ``plots/``. Rerunning with the same ``out`` resumes.
+
+    Raises:
+        ConfigError: an unknown method / criterion name (before any training), or a resumed
+            folder whose resolved config differs in a way that changes results.
+    """
+    from medprune.pipeline import (
+        FINETUNE_CONTROL,
+        base_record,
+        finetune_record,
+        make_target,
+        obtain_base,
+        run_record,
+        setup_run,
+    )
+    from medprune.pipeline.files import environment, write_json
+
+    out_dir = Path(out or config.out)
+    cc = config.compare
+    _check_names(cc.methods)
+    cells = make_grid(cc.methods, cc.targets, cc.seeds)
+    _check_resume(config, out_dir)
+    save_resolved(config, out_dir / "config.resolved.yaml")
+    results = out_dir / RESULTS_FILE
+    setup = setup_run(config)
+    base, info = obtain_base(setup, out_dir, checkpoint=checkpoint)
+    base_rec = next((r for r in read_jsonl(results) if r.get("kind") == "base"), None)
+    if base_rec is None:
+        base_rec = base_record(
+            setup, base, source=info["source"], train_time_s=info["train_time_s"]
+        )
+        base_rec["environment"] = environment(setup.device)
+        append_record(results, base_rec)
+
+    if cc.finetune_control and config.prune.finetune.epochs > 0:
+        cells = [GridCell(FINETUNE_CONTROL, 0.0, s) for s in cc.seeds] + cells
+
+    def run_one(cell: GridCell) -> dict[str, Any]:
+        if cell.name == FINETUNE_CONTROL:
+            return finetune_record(setup, base, seed=cell.seed)
+        target = make_target(config.prune.target, cell.target)
+        record, _ = run_record(setup, base, cell.name, target, seed=cell.seed)
+        return record
+
+    records = run_grid(
+        cells, run_one, results, retry_failed=cc.retry_failed, progress=config.progress
+    )
+    all_records = [base_rec, *records]
+    write_json(out_dir / "summary.json", summarize(all_records))
+    report = write_report(
+        out_dir,
+        all_records,
+        title=title or f"medprune compare: {setup.model_name} on {config.data.get('kind')}",
+        command=command,
+        config_yaml=(out_dir / "config.resolved.yaml").read_text(),
+    )
+    return CompareResult(out_dir, all_records, report)
+
+
+def _check_resume(config: RunConfig, out_dir: Path) -> None:
+    """Refuse to resume into a folder made with other data / model / recipe settings."""
+    import yaml
+
+    from medprune.config import config_to_dict
+
+    path = out_dir / "config.resolved.yaml"
+    if not (path.is_file() and (out_dir / RESULTS_FILE).is_file()):
+        return
+    old = yaml.safe_load(path.read_text()) or {}
+    new = config_to_dict(config)
+    for cfg in (old, new):  # the grid itself may grow; these do not change a finished cell
+        for key in ("amount", "method", "criterion"):
+            (cfg.get("prune") or {}).pop(key, None)
+    for key in ("seed", "data", "model", "task", "train", "prune", "measure"):
+        if old.get(key) != new.get(key):
+            raise ConfigError(
+                f"{out_dir} holds a comparison made with a different {key!r} section; "
+                f"use another --out or delete {out_dir / RESULTS_FILE} to start again."
+            )
+
+
+def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and std over seeds of each (name, target): the JSON twin of the report table."""
+    from medprune.report import aggregate
+
+    base, rows = aggregate(records)
+    out = []
+    for row in ([base] if base else []) + rows:
+        out.append(
+            {
+                "name": row.name,
+                "target": row.target,
+                "kind": row.kind,
+                "seeds": row.seeds,
+                "failed": row.failed,
+                "mean": {k: row.mean(k) for k in row.values},
+                "std": {k: row.std(k) for k in row.values},
+                "per_class_mean": {c: row.class_mean(c) for c in row.per_class},
+            }
+        )
+    return {"rows": out}
+
+
+__all__ = [
+    "CompareResult",
+    "GridCell",
+    "append_record",
+    "make_grid",
+    "run_compare",
+    "run_grid",
+    "summarize",
+]

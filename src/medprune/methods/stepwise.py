@@ -1,0 +1,173 @@
+"""The score -> plan -> prune -> fine-tune loop shared by the ``oneshot`` and ``iterative`` methods.
+
+Each step traces the current model, scores its groups, plans the removal that brings the model to
+the step's cumulative fraction of the *original* cost, removes the channels physically and
+fine-tunes with the context's recipe. With a guard (``context.guard.check(model) -> (ok, info)``)
+a rejected step is retried from the pre-step copy with half the step's extra removal, at most
+``max_guard_retries`` times; if every retry is rejected the pre-step model is kept and the
+schedule stops. Every attempt is recorded in the history.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from medprune.criteria.base import Criterion, get_criterion
+from medprune.errors import ConfigError
+from medprune.methods import _training as tr
+from medprune.methods.base import MethodContext, PruneResult, Target
+from medprune.methods.plan import plan_pruning
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_criterion(
+    criterion: str | Criterion, criterion_kwargs: Mapping[str, Any] | None
+) -> Criterion:
+    """A criterion instance from a name (+ keyword arguments) or an instance."""
+    if isinstance(criterion, Criterion):
+        if criterion_kwargs:
+            raise ConfigError("criterion_kwargs only apply when criterion is given by name.")
+        return criterion
+    return get_criterion(criterion, **dict(criterion_kwargs or {}))
+
+
+def validate_context(context: MethodContext, crit: Criterion, *, method: str) -> None:
+    """Fail before any tracing or training when the context cannot run the method."""
+    if crit.needs_data and context.calibration is None:
+        raise ConfigError(
+            f"{method}: criterion {crit.name!r} needs calibration batches; set "
+            "MethodContext(calibration=...) or choose a weight-only criterion."
+        )
+    if context.recipe.epochs > 0:
+        tr.require(context, "train_loader", "task", method=method)
+
+
+def _new_plan(
+    model: nn.Module, steps: list[Any], example_inputs: Any, ignore: Sequence[str]
+) -> Any:
+    """The replayable plan of the accepted steps (``model`` = the unpruned base)."""
+    from medprune.graph import PruningPlan
+
+    plan = PruningPlan.for_inputs(model, example_inputs)
+    plan.ignore = [i for i in ignore if isinstance(i, str)]
+    for step in steps:
+        plan.add(step)
+    return plan
+
+
+def _step_target(target: Target, attempt: float, prev: float, base: Any, current: Any) -> float:
+    """Fraction of the *current* model to remove so that ``attempt`` of the original is gone."""
+    if target.kind == "ratio":
+        return 1.0 - (1.0 - attempt) / (1.0 - prev)
+    b, c = getattr(base, target.kind), getattr(current, target.kind)
+    return 1.0 - b * (1.0 - attempt) / c if c else 0.0
+
+
+def run_steps(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    context: MethodContext,
+    criterion: str | Criterion,
+    target: Target,
+    fractions: Sequence[float],
+    method: str,
+    criterion_kwargs: Mapping[str, Any] | None = None,
+    ignore: Sequence[str] = (),
+    plan_kwargs: Mapping[str, Any] | None = None,
+    max_guard_retries: int = 3,
+) -> PruneResult:
+    """Prune ``model`` (a copy) along cumulative ``fractions`` of ``target``; see the module doc."""
+    from medprune.graph import build_graph, prune_channels
+
+    crit = resolve_criterion(criterion, criterion_kwargs)
+    validate_context(context, crit, method=method)
+    plan_kwargs = dict(plan_kwargs or {})
+    plan_kwargs.setdefault("ignore", tuple(ignore))
+    base_model = model
+    model = tr.working_copy(model, context.device)
+    inputs = tr.to_device(example_inputs, context.device)
+    before = tr.cost(model, inputs)
+    tr.set_guard_reference(context, model)
+    history: list[dict[str, Any]] = []
+    steps: list[Any] = []
+    base_cost = None
+    prev = 0.0
+    for i, goal in enumerate(fractions):
+        attempt, accepted = goal, False
+        for retry in range(max_guard_retries + 1):
+            candidate = copy.deepcopy(model) if context.guard is not None else model
+            t0 = time.perf_counter()
+            graph = build_graph(candidate, inputs, ignore=tuple(ignore))
+            current = graph.estimate({})
+            base_cost = base_cost if base_cost is not None else current
+            step_fraction = _step_target(target, attempt, prev, base_cost, current)
+            record: dict[str, Any] = {
+                "step": i,
+                "attempt": retry,
+                "goal": attempt,
+                "step_fraction": step_fraction,
+            }
+            if step_fraction <= 1e-6:
+                record["skipped"] = "already at the goal"
+                history.append(record)
+                accepted = True
+                break
+            step_t = Target(**{target.kind: min(step_fraction, 0.999)})
+            scores = crit(graph, context.calibration, task=context.task)
+            prune_idx = plan_pruning(graph, scores, step_t, **plan_kwargs)
+            step = prune_channels(candidate, graph, prune_idx)
+            record["channels_removed"] = int(sum(len(v) for v in prune_idx.values()))
+            record["prune_seconds"] = time.perf_counter() - t0
+            record["finetune"] = tr.fit(candidate, context)
+            macs, params = tr.cost(candidate, inputs)
+            record.update(macs=macs, params=params)
+            record["macs_removed"] = 1.0 - macs / before[0] if before[0] else 0.0
+            record["params_removed"] = 1.0 - params / before[1] if before[1] else 0.0
+            verdict = tr.check_guard(context, candidate, method=method, step=i)
+            record["guard"] = verdict
+            history.append(record)
+            context.emit({"event": "step", "method": method, **record})
+            if verdict is None or verdict["ok"]:
+                model, accepted = candidate, True
+                steps.append(step)
+                break
+            attempt = prev + (attempt - prev) / 2.0
+        if not accepted:
+            history.append({"step": i, "rejected": True, "kept": "pre-step model"})
+            logger.warning("%s: guard rejected step %d %d times; stopping", method, i, retry + 1)
+            break
+        prev = attempt
+    after = tr.cost(model, inputs)
+    summary = tr.summary(
+        before,
+        after,
+        criterion=crit.name,
+        target={target.kind: target.value},
+        steps=len(steps),
+        guard_backoffs=sum(1 for h in history if h.get("attempt", 0) > 0),
+    )
+    return PruneResult(
+        model=model,
+        plan=_new_plan(base_model, steps, inputs, ignore),
+        summary=summary,
+        history=history,
+        method=method,
+    )
+
+
+def as_target(target: Target | Mapping[str, float] | None, **kwargs: Any) -> Target:
+    """A :class:`Target` from an instance, a ``{"macs": 0.5}`` mapping or keyword arguments."""
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, Mapping):
+        return Target(**dict(target))
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    return Target(**given)

@@ -1,0 +1,371 @@
+"""Base model, pruning runs and their records; ``medprune train`` / ``medprune prune`` end to end."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import difflib
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medprune.config import RunConfig, save_resolved
+from medprune.errors import ConfigError
+from medprune.methods.base import MethodContext, PruneResult, Target
+from medprune.pipeline.files import environment, load_model, save_model, write_json
+from medprune.pipeline.setup import (
+    RunSetup,
+    build_model,
+    channel_counts,
+    evaluate_model,
+    measure_model,
+    setup_run,
+    train_model,
+)
+from medprune.typing import PathLike
+
+
+def obtain_base(
+    setup: RunSetup, out_dir: PathLike, *, checkpoint: PathLike | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The base model: loaded from ``checkpoint``, or from ``out_dir/base/model.pt`` of an earlier
+    (interrupted) run, or trained now and saved there. Returns ``(model, info)`` where ``info``
+    has ``source`` and ``train_time_s``."""
+    base_path = Path(out_dir) / "base" / "model.pt"
+    if checkpoint is not None:
+        model, _ = load_model(
+            checkpoint, fallback_name=setup.model_name, fallback_kwargs=setup.model_kwargs
+        )
+        return model, {"source": str(checkpoint), "train_time_s": 0.0}
+    if base_path.is_file():
+        model, _ = load_model(base_path)
+        return model, {"source": str(base_path), "train_time_s": 0.0}
+    model = build_model(setup)
+    t0 = time.perf_counter()
+    history = train_model(setup, model, checkpoint_path=Path(out_dir) / "base" / "train_state.pt")
+    elapsed = time.perf_counter() - t0
+    save_model(base_path, model, setup)
+    return model, {"source": "trained", "train_time_s": elapsed, "history": history}
+
+
+# ----------------------------------------------------------------------------- pruning
+CRITERION_METHODS = ("oneshot", "iterative")
+UNSTRUCTURED_METHODS = ("lottery",)
+
+
+def resolve_method(name: str) -> tuple[str, str | None]:
+    """``"beta_rank"`` (a criterion) -> ``("oneshot", "beta_rank")``; ``"sfp"`` -> ``("sfp", None)``."""
+    from medprune.criteria import list_criteria
+    from medprune.methods import list_methods
+
+    methods, criteria = list_methods(), list_criteria()
+    if name in methods:
+        return name, None
+    if name in criteria:
+        return "oneshot", name
+    close = difflib.get_close_matches(name, methods + criteria, n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(
+        f"Unknown method or criterion {name!r}.{hint} Methods: {', '.join(methods)}; "
+        f"criteria: {', '.join(criteria)}."
+    )
+
+
+def make_target(kind: str, amount: float) -> Target:
+    """``Target(macs=amount)`` and friends."""
+    return Target(**{kind: float(amount)})
+
+
+def method_context(setup: RunSetup, *, seed: int, log: Any = None) -> MethodContext:
+    """The :class:`MethodContext` shared by every method of one run or comparison."""
+    guard = None
+    if setup.config.prune.guard is not None:
+        from medprune.methods.guard import RecallGuard
+
+        guard = RecallGuard(setup.task, setup.val_loader, **setup.config.prune.guard)
+    return MethodContext(
+        task=setup.task,
+        train_loader=setup.train_loader,
+        val_loader=setup.val_loader,
+        calibration=setup.calibration,
+        recipe=setup.config.prune.finetune,
+        seed=seed,
+        device=setup.device,
+        guard=guard,
+        progress=setup.config.progress,
+        log=log,
+    )
+
+
+def method_options(options: dict[str, Any], name: str) -> dict[str, Any]:
+    """Options of method / criterion ``name`` from ``prune.options``.
+
+    Plain keys go to every method; a key naming a method or criterion with a mapping value
+    (``{"sfp": {"interval": 2}, "beta_rank": {"criterion_kwargs": {...}}}``) goes only to that
+    one, so one config can tune every method of a comparison.
+    """
+    from medprune.criteria import list_criteria
+    from medprune.methods import list_methods
+
+    names = set(list_methods()) | set(list_criteria())
+    method_name, _ = resolve_method(name)
+    out = {k: v for k, v in options.items() if not (k in names and isinstance(v, dict))}
+    for key in (method_name, name):
+        if isinstance(options.get(key), dict):
+            out.update(options[key])
+    return out
+
+
+def prune_model(
+    setup: RunSetup,
+    base: nn.Module,
+    name: str,
+    target: Target,
+    *,
+    seed: int,
+    options: dict[str, Any] | None = None,
+) -> PruneResult:
+    """Run method (or criterion) ``name`` on a copy of ``base``; ``base`` is left unchanged.
+
+    A criterion name runs ``oneshot`` with it; ``oneshot`` / ``iterative`` given by name use
+    ``config.prune.criterion``. ``options`` (default ``config.prune.options``) go to the method.
+    """
+    from medprune.methods import get_method
+
+    method_name, criterion = resolve_method(name)
+    method = get_method(method_name)
+    kwargs = method_options(setup.config.prune.options if options is None else options, name)
+    if method_name in CRITERION_METHODS:
+        kwargs.setdefault("criterion", criterion or setup.config.prune.criterion)
+    torch.manual_seed(seed)
+    model = copy.deepcopy(base).to(setup.device)
+    events: list[dict[str, Any]] = []
+    ctx = method_context(setup, seed=seed, log=events.append)
+    result = method(
+        model, setup.example_inputs.to(setup.device), context=ctx, target=target, **kwargs
+    )
+    result.model = result.model.cpu()
+    if not result.method:
+        result.method = method_name
+    return result
+
+
+def base_record(setup: RunSetup, model: nn.Module, **extra: Any) -> dict[str, Any]:
+    """The ``kind: base`` record of the unpruned model (test metrics and measurement)."""
+    t0 = time.perf_counter()
+    record = {
+        "kind": "base",
+        "name": "unpruned",
+        "target": 0.0,
+        "seed": setup.config.seed,
+        "status": "ok",
+        "task": setup.task_kind,
+        "class_names": setup.class_names,
+        "model": setup.model_name,
+        "metrics": evaluate_model(setup, model),
+        "measurement": measure_model(setup, model),
+        "channels": channel_counts(model),
+    }
+    record["eval_time_s"] = time.perf_counter() - t0
+    record.update(extra)
+    return record
+
+
+def run_record(
+    setup: RunSetup, base: nn.Module, name: str, target: Target, *, seed: int
+) -> tuple[dict[str, Any], PruneResult]:
+    """Prune, evaluate and measure one (method, target, seed); returns the record and result."""
+    method_name, criterion = resolve_method(name)
+    if method_name in CRITERION_METHODS:
+        criterion = criterion or setup.config.prune.criterion
+    note = None
+    if method_name in UNSTRUCTURED_METHODS and target.kind == "macs":
+        target = Target(params=target.value)  # masks cannot shrink dense MACs
+        note = "unstructured method: the MACs target was applied to parameters"
+    t0 = time.perf_counter()
+    result = prune_model(setup, base, name, target, seed=seed)
+    prune_s = time.perf_counter() - t0
+    summary = {k: v for k, v in result.summary.items() if isinstance(v, (int, float, str, bool))}
+    record = {
+        "kind": "run",
+        "name": name,
+        "method": method_name,
+        "criterion": criterion,
+        "target_kind": target.kind,
+        "target": target.value,
+        "seed": seed,
+        "status": "ok",
+        "task": setup.task_kind,
+        "class_names": setup.class_names,
+        "summary": summary,
+        "metrics": evaluate_model(setup, result.model),
+        "measurement": measure_model(setup, result.model),
+        "channels": channel_counts(result.model),
+        "prune_time_s": prune_s,
+    }
+    if note:
+        record["note"] = note
+    record["time_s"] = time.perf_counter() - t0
+    return record, result
+
+
+FINETUNE_CONTROL = "finetune_only"
+
+
+def finetune_record(setup: RunSetup, base: nn.Module, *, seed: int) -> dict[str, Any]:
+    """The control of a comparison: the unpruned model fine-tuned with the same recipe as every
+    method (so a pruned model is compared with equal training, not with an undertrained base)."""
+    t0 = time.perf_counter()
+    model = copy.deepcopy(base)
+    history = train_model(setup, model, setup.config.prune.finetune, seed=seed)
+    model = model.cpu()
+    record = {
+        "kind": "run",
+        "name": FINETUNE_CONTROL,
+        "method": None,
+        "criterion": None,
+        "target_kind": setup.config.prune.target,
+        "target": 0.0,
+        "seed": seed,
+        "status": "ok",
+        "task": setup.task_kind,
+        "class_names": setup.class_names,
+        "summary": {"macs_removed": 0.0, "params_removed": 0.0, "epochs": len(history)},
+        "metrics": evaluate_model(setup, model),
+        "measurement": measure_model(setup, model),
+        "channels": channel_counts(model),
+    }
+    record["time_s"] = time.perf_counter() - t0
+    return record
+
+
+@contextlib.contextmanager
+def _interruptible(run: dict[str, Any], path: Path) -> Iterator[None]:
+    """On Ctrl-C, mark ``run.json`` as interrupted (what finished stays on disk) and re-raise."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        run["status"] = "interrupted"
+        write_json(path, run)
+        raise
+
+
+def _config_name(config: RunConfig) -> str:
+    """The grid name of ``config.prune``: the criterion for ``oneshot``, else the method."""
+    return config.prune.criterion if config.prune.method == "oneshot" else config.prune.method
+
+
+def _command() -> str:
+    import shlex
+
+    return "medprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _report(out_dir: Path, records: list[dict[str, Any]], title: str, command: str) -> None:
+    from medprune.report import write_report
+
+    config_yaml = (out_dir / "config.resolved.yaml").read_text()
+    write_report(out_dir, records, title=title, command=command, config_yaml=config_yaml)
+
+
+def run_train(
+    config: RunConfig, *, out: PathLike | None = None, command: str | None = None
+) -> dict[str, Any]:
+    """``medprune train``: train the base model, evaluate and measure it, write the run folder.
+
+    Writes ``config.resolved.yaml``, ``model.pt``, ``run.json`` and ``report.md`` / ``.html``
+    into ``out`` (default ``config.out``); returns the ``run.json`` content.
+    """
+    out_dir = Path(out or config.out)
+    command = command or _command()
+    save_resolved(config, out_dir / "config.resolved.yaml")
+    run: dict[str, Any] = {"command": command, "seed": config.seed, "status": "running"}
+    t0 = time.perf_counter()
+    setup = setup_run(config)
+    run["environment"] = environment(setup.device)
+    write_json(out_dir / "run.json", run)
+    with _interruptible(run, out_dir / "run.json"):
+        return _train_stages(setup, run, out_dir, command, t0)
+
+
+def _train_stages(
+    setup: RunSetup, run: dict[str, Any], out_dir: Path, command: str, t0: float
+) -> dict[str, Any]:
+    model = build_model(setup)
+    history = train_model(setup, model, checkpoint_path=out_dir / "train_state.pt")
+    run["timings"] = {"train_s": time.perf_counter() - t0}
+    save_model(out_dir / "model.pt", model, setup)
+    run["history"] = history
+    write_json(out_dir / "run.json", run)
+    record = base_record(setup, model)
+    run.update(base=record, status="done")
+    run["timings"]["total_s"] = time.perf_counter() - t0
+    write_json(out_dir / "run.json", run)
+    _report(out_dir, [record], f"medprune train: {setup.model_name}", command)
+    return run
+
+
+def run_prune(
+    config: RunConfig,
+    *,
+    out: PathLike | None = None,
+    checkpoint: PathLike | None = None,
+    command: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """``medprune prune``: base model (trained or loaded), one method at ``config.prune``'s
+    target, evaluation and measurement before / after; writes the run folder.
+
+    Files: ``config.resolved.yaml``, ``base/model.pt`` (when trained here), ``model.pt`` +
+    ``plan.json`` (the pruned model), ``run.json``, ``report.md`` / ``.html``. Ctrl-C marks
+    ``run.json`` as interrupted; a rerun with the same ``out`` reuses ``base/model.pt``.
+    Returns the ``run.json`` content.
+    """
+    say = log or (lambda _msg: None)
+    out_dir = Path(out or config.out)
+    command = command or _command()
+    save_resolved(config, out_dir / "config.resolved.yaml")
+    name = _config_name(config)
+    target = make_target(config.prune.target, config.prune.amount)
+    resolve_method(name)  # unknown names fail before any training
+    run: dict[str, Any] = {"command": command, "seed": config.seed, "status": "running"}
+    t0 = time.perf_counter()
+    setup = setup_run(config)
+    run["environment"] = environment(setup.device)
+    write_json(out_dir / "run.json", run)
+    with _interruptible(run, out_dir / "run.json"):
+        return _prune_stages(setup, run, out_dir, checkpoint, name, target, command, t0, say)
+
+
+def _prune_stages(
+    setup: RunSetup,
+    run: dict[str, Any],
+    out_dir: Path,
+    checkpoint: PathLike | None,
+    name: str,
+    target: Target,
+    command: str,
+    t0: float,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    config = setup.config
+    say(f"base model: {'loading ' + str(checkpoint) if checkpoint else 'training / loading'}")
+    base, info = obtain_base(setup, out_dir, checkpoint=checkpoint)
+    run["base_source"] = info["source"]
+    run["timings"] = {"base_s": time.perf_counter() - t0}
+    run["base"] = base_record(setup, base)
+    write_json(out_dir / "run.json", run)
+    say(f"pruning with {name} to remove {target.value:.0%} of {target.kind}")
+    record, result = run_record(setup, base, name, target, seed=config.seed)
+    save_model(out_dir / "model.pt", result.model, setup, plan=result.plan)
+    run.update(pruned=record, history=result.history, status="done")
+    run["timings"].update(prune_s=record["time_s"], total_s=time.perf_counter() - t0)
+    write_json(out_dir / "run.json", run)
+    records = [run["base"], record]
+    _report(out_dir, records, f"medprune prune: {name} on {setup.model_name}", command)
+    return run

@@ -1,0 +1,229 @@
+"""Result records: the JSON source of truth of every report, and how they are summarised.
+
+A *record* is one JSON object per model evaluated: the unpruned base (``"kind": "base"``) or one
+pruning run (``"kind": "run"``). Keys (all optional except ``kind`` and ``name``)::
+
+    {"kind": "run", "name": "beta_rank", "method": "oneshot", "criterion": "beta_rank",
+     "target_kind": "macs", "target": 0.5, "seed": 0, "status": "ok" | "failed", "error": "...",
+     "task": "classification" | "segmentation", "class_names": ["normal", "pneumonia"],
+     "metrics": {... medprune.tasks.evaluate() ...}, "measurement": {... Measurement.to_dict() ...},
+     "summary": {"macs_removed": 0.49, "params_removed": 0.61, ...},
+     "channels": {"layer name": channels kept}, "time_s": 12.3}
+
+:func:`aggregate` folds the records of several seeds into one :class:`Row` per (name, target).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medprune.typing import PathLike
+
+CLASSIFICATION_METRICS = (
+    ("balanced_accuracy", "Bal. acc"),
+    ("macro_f1", "Macro-F1"),
+    ("auc_roc", "AUC"),
+)
+SEGMENTATION_METRICS = (("dice", "Dice"), ("iou", "IoU"))
+
+
+def task_of(records: Iterable[Mapping[str, Any]]) -> str:
+    """``"classification"`` or ``"segmentation"`` (from the first record that says)."""
+    for r in records:
+        if r.get("task"):
+            return str(r["task"])
+        metrics = r.get("metrics") or {}
+        if "dice" in metrics:
+            return "segmentation"
+    return "classification"
+
+
+def metric_columns(task: str) -> tuple[tuple[str, str], ...]:
+    """(metric key, column title) pairs reported for ``task``."""
+    return SEGMENTATION_METRICS if task == "segmentation" else CLASSIFICATION_METRICS
+
+
+def scalar(value: Any) -> float | None:
+    """A float from a metric entry: a number, or a mapping with ``"mean"``; None otherwise."""
+    if isinstance(value, Mapping):
+        value = value.get("mean")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _label(key: Any, names: Sequence[Any]) -> str:
+    label = str(key)
+    return str(names[int(label)]) if label.isdigit() and int(label) < len(names) else label
+
+
+def per_class(record: Mapping[str, Any], stat: str = "recall") -> dict[str, float]:
+    """Per-class figure of one record: classification recall, segmentation Dice.
+
+    Reads classification ``metrics["per_class"]`` (a list of ``{"class", stat, ...}`` dicts or a
+    mapping ``{class: {stat: v}}``) or segmentation ``metrics["dice_per_class"]`` (numbers, None
+    for a class never present; indexed by ``metrics["foreground_classes"]`` when given). Keys
+    are the class names when the record has ``class_names``.
+    """
+    metrics = record.get("metrics") or {}
+    names = list(record.get("class_names") or [])
+    table = metrics.get("per_class")
+    if table is None and metrics.get("dice_per_class") is not None:
+        table = list(metrics["dice_per_class"])
+        classes = metrics.get("foreground_classes")
+        if classes is not None and len(classes) == len(table):  # foreground classes only
+            table = dict(zip((str(c) for c in classes), table, strict=True))
+    if table is None:
+        return {}
+    items = table.items() if isinstance(table, Mapping) else enumerate(table)
+    out: dict[str, float] = {}
+    for key, entry in items:
+        if isinstance(entry, Mapping):
+            key = entry.get("class", key)
+            v = scalar(entry.get(stat))
+        else:
+            v = scalar(entry)
+        if v is not None:
+            out[_label(key, names)] = v
+    return out
+
+
+def minority_class(base: Mapping[str, Any] | None) -> str | None:
+    """The rare class of the base record: ``metrics["minority_class"]``, else the class with the
+    smallest support, else (segmentation) the last foreground class."""
+    if not base:
+        return None
+    metrics = base.get("metrics") or {}
+    names = list(base.get("class_names") or [])
+    figures = per_class(base)
+    if not figures:
+        return None
+    if metrics.get("minority_class") is not None:
+        return _label(metrics["minority_class"], names)
+    table = metrics.get("per_class")
+    support: dict[str, float] = {}
+    items = table.items() if isinstance(table, Mapping) else enumerate(table or [])
+    for key, entry in items:
+        if isinstance(entry, Mapping) and scalar(entry.get("support")) is not None:
+            support[_label(entry.get("class", key), names)] = float(entry["support"])
+    if support:
+        return min(support, key=lambda k: support[k])
+    return list(figures)[-1]
+
+
+@dataclass
+class Row:
+    """One line of the comparison table: a (name, target) cell averaged over seeds."""
+
+    name: str
+    target: float
+    kind: str = "run"
+    seeds: list[int] = field(default_factory=list)
+    values: dict[str, list[float]] = field(default_factory=dict)
+    per_class: dict[str, list[float]] = field(default_factory=dict)
+    channels: dict[str, int] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def mean(self, key: str) -> float | None:
+        v = self.values.get(key) or []
+        return statistics.fmean(v) if v else None
+
+    def std(self, key: str) -> float | None:
+        v = self.values.get(key) or []
+        return statistics.pstdev(v) if len(v) > 1 else None
+
+    def class_mean(self, cls: str) -> float | None:
+        v = self.per_class.get(cls) or []
+        return statistics.fmean(v) if v else None
+
+
+MEASURE_KEYS = (
+    "macs",
+    "params",
+    "latency_ms",
+    "onnx_latency_ms",
+    "gpu_latency_ms",
+    "peak_memory_bytes",
+    "size_bytes",
+)
+
+
+def record_values(record: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[str, float]:
+    """The numeric figures of one record (measurements, metrics, fractions removed)."""
+    out: dict[str, float] = {}
+    measurement = record.get("measurement") or {}
+    for key in MEASURE_KEYS:
+        v = scalar(measurement.get(key))
+        if v is not None:
+            out[key] = v
+    metrics = record.get("metrics") or {}
+    for key, _ in CLASSIFICATION_METRICS + SEGMENTATION_METRICS:
+        v = scalar(metrics.get(key))
+        if v is not None:
+            out[key] = v
+    summary = record.get("summary") or {}
+    base_m = (base or {}).get("measurement") or {}
+    for key in ("macs", "params"):
+        removed = scalar(summary.get(f"{key}_removed"))
+        if removed is None and key in out and scalar(base_m.get(key)):
+            removed = 1.0 - out[key] / float(base_m[key])
+        if removed is None and record.get("kind") == "base":
+            removed = 0.0
+        if removed is not None:
+            out[f"{key}_removed"] = removed
+    if scalar(record.get("time_s")) is not None:
+        out["time_s"] = float(record["time_s"])
+    return out
+
+
+def aggregate(records: Sequence[Mapping[str, Any]]) -> tuple[Row | None, list[Row]]:
+    """Fold records into the base row and one row per (name, target), in first-seen order."""
+    base_rec = next((r for r in records if r.get("kind") == "base"), None)
+    base_row = None
+    rows: dict[tuple[str, float], Row] = {}
+    for r in records:
+        if r.get("kind") == "base":
+            if r is not base_rec:
+                continue
+            row = base_row = Row(name=str(r.get("name") or "unpruned"), target=0.0, kind="base")
+        else:
+            key = (str(r.get("name", "?")), float(r.get("target") or 0.0))
+            row = rows.setdefault(key, Row(name=key[0], target=key[1]))
+        if r.get("status", "ok") != "ok":
+            row.failed.append(str(r.get("error") or "failed"))
+            continue
+        row.seeds.append(int(r.get("seed") or 0))
+        if r.get("note") and r["note"] not in row.notes:
+            row.notes.append(str(r["note"]))
+        for k, v in record_values(r, base_rec).items():
+            row.values.setdefault(k, []).append(v)
+        for cls, v in per_class(r).items():
+            row.per_class.setdefault(cls, []).append(v)
+        if not row.channels and r.get("channels"):
+            row.channels = {str(k): int(v) for k, v in dict(r["channels"]).items()}
+    return base_row, list(rows.values())
+
+
+def read_jsonl(path: PathLike) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file; a torn last line (killed writer) is ignored."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out

@@ -1,0 +1,168 @@
+"""Pipeline pieces: run setup from a config, model files, method names, run folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from medprune.config import load_config
+from medprune.errors import CheckpointError, ConfigError
+from medprune.pipeline import (
+    build_model,
+    channel_counts,
+    environment,
+    load_model,
+    resolve_method,
+    run_prune,
+    save_model,
+    setup_run,
+)
+
+TINY = {
+    "data": {
+        "kind": "synthetic_classification",
+        "n_train": 40,
+        "n_val": 16,
+        "n_test": 16,
+        "image_size": 16,
+    },
+    "model.name": "tiny_cnn",
+    "train.epochs": 1,
+    "train.batch_size": 16,
+    "prune.calibration_size": 8,
+    "prune.finetune": {"epochs": 1, "max_steps_per_epoch": 1},
+    "measure.repeats": 1,
+    "measure.warmup": 0,
+    "measure.onnx": False,
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="module")
+def setup():  # noqa: ANN201
+    return setup_run(load_config(None, {**TINY, "task.class_weights": "balanced"}))
+
+
+def test_setup_builds_seeded_loaders_and_balanced_calibration(setup) -> None:  # noqa: ANN001
+    assert setup.task_kind == "classification"
+    assert setup.model_kwargs == {"in_channels": 1, "num_classes": 2}
+    assert setup.example_inputs.shape == (1, 1, 16, 16)
+    labels = torch.cat([y for _, y in setup.calibration])
+    assert len(labels) == 8 and torch.bincount(labels, minlength=2).tolist() == [4, 4]
+    first = [y.tolist() for _, y in setup.train_loader]
+    assert sum(len(b) for b in first) == 40
+    assert first == [y.tolist() for _, y in setup.train_loader]  # order depends on (seed, epoch)
+    weights = setup.task.loss_fn.weight
+    assert weights[1] > weights[0]  # class_weights='balanced': the rare class weighs more
+
+
+def test_auto_model_picks_the_task_default() -> None:
+    config = load_config(None, {**TINY, "model.name": "auto"})
+    assert setup_run(config).model_name == "small_resnet"
+
+
+def test_model_file_round_trip(tmp_path: Path, setup) -> None:  # noqa: ANN001
+    model = build_model(setup).eval()
+    path = save_model(tmp_path / "model.pt", model, setup)
+    loaded, info = load_model(path)
+    assert info["model_name"] == "tiny_cnn" and info["input_shape"] == [1, 1, 16, 16]
+    x = torch.randn(2, 1, 16, 16)
+    torch.testing.assert_close(loaded.eval()(x), model(x))
+    assert channel_counts(loaded) == channel_counts(model)
+
+
+def test_model_file_errors(tmp_path: Path, setup) -> None:  # noqa: ANN001
+    bare = tmp_path / "bare.pt"
+    torch.save(build_model(setup).state_dict(), bare)
+    with pytest.raises(ConfigError, match="bare state dict; pass the architecture with --model"):
+        load_model(bare)
+    loaded, _ = load_model(bare, model_name="tiny_cnn", model_kwargs={"in_channels": 1})
+    assert isinstance(loaded, torch.nn.Module)
+    with pytest.raises(CheckpointError, match="does not match model 'tiny_resnet'"):
+        load_model(bare, model_name="tiny_resnet")
+
+
+def test_method_names_resolve() -> None:
+    assert resolve_method("beta_rank") == ("oneshot", "beta_rank")
+    assert resolve_method("sfp") == ("sfp", None)
+    with pytest.raises(ConfigError, match="Did you mean 'hrank'"):
+        resolve_method("hrnak")
+
+
+def test_environment_names_versions() -> None:
+    env = environment()
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+    assert {"monai", "medprune", "git", "python"} <= set(env)
+
+
+def test_run_prune_writes_a_replayable_run_folder(tmp_path: Path) -> None:
+    config = load_config(None, {**TINY, "prune.criterion": "l1", "prune.amount": 0.4})
+    run = run_prune(config, out=tmp_path, command="medprune prune --criterion l1")
+    for name in (
+        "config.resolved.yaml",
+        "run.json",
+        "model.pt",
+        "plan.json",
+        "report.md",
+        "report.html",
+    ):
+        assert (tmp_path / name).is_file(), name
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved["status"] == "done" and saved["pruned"]["criterion"] == "l1"
+    removed = saved["pruned"]["summary"]["macs_removed"]
+    assert 0.3 <= removed <= 0.5
+    pruned, info = load_model(tmp_path / "model.pt")
+    assert info["plan"] is not None
+    assert channel_counts(pruned) == run["pruned"]["channels"]
+    assert sum(channel_counts(pruned).values()) < sum(run["base"]["channels"].values())
+    report = (tmp_path / "report.md").read_text()
+    assert "| l1 | 40% |" in report and "medprune prune --criterion l1" in report
+
+
+def test_method_options_per_method() -> None:
+    from medprune.pipeline import method_options
+
+    options = {
+        "ignore": ["fc"],
+        "sfp": {"interval": 2},
+        "beta_rank": {"criterion_kwargs": {"a": 1}},
+    }
+    assert method_options(options, "sfp") == {"ignore": ["fc"], "interval": 2}
+    assert method_options(options, "beta_rank") == {"ignore": ["fc"], "criterion_kwargs": {"a": 1}}
+    assert method_options(options, "l1") == {"ignore": ["fc"]}
+
+
+def test_prune_from_a_trained_checkpoint(tmp_path: Path) -> None:
+    from medprune.pipeline import run_train
+
+    config = load_config(None, {**TINY, "prune.criterion": "l1", "prune.amount": 0.3})
+    trained = run_train(config, out=tmp_path / "train", command="medprune train")
+    run = run_prune(config, out=tmp_path / "prune", checkpoint=tmp_path / "train" / "model.pt")
+    assert run["base_source"] == str(tmp_path / "train" / "model.pt")
+    assert not (tmp_path / "prune" / "base" / "model.pt").exists()  # nothing retrained
+    assert run["base"]["metrics"]["balanced_accuracy"] == pytest.approx(
+        trained["base"]["metrics"]["balanced_accuracy"]
+    )
+
+
+def test_ctrl_c_keeps_the_base_and_a_rerun_reuses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medprune.pipeline.runs as runs
+
+    config = load_config(None, {**TINY, "prune.criterion": "l1"})
+
+    def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "run_record", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_prune(config, out=tmp_path)
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "interrupted"
+    assert (tmp_path / "base" / "model.pt").is_file()
+    monkeypatch.undo()
+    run = run_prune(config, out=tmp_path)
+    assert run["base_source"] == str(tmp_path / "base" / "model.pt") and run["status"] == "done"
