@@ -166,3 +166,16 @@ def test_ctrl_c_keeps_the_base_and_a_rerun_reuses_it(
     monkeypatch.undo()
     run = run_prune(config, out=tmp_path)
     assert run["base_source"] == str(tmp_path / "base" / "model.pt") and run["status"] == "done"
+
+
+def test_seeds_change_training_order_and_calibration_only(setup) -> None:  # noqa: ANN001
+    same = setup.for_seed(setup.config.seed)
+    assert same is setup
+    other = setup.for_seed(1)
+    order = [y.tolist() for _, y in setup.train_loader]
+    assert [y.tolist() for _, y in other.train_loader] != order  # another shuffle
+    assert other.test_loader is setup.test_loader and other.task is setup.task
+    calib = torch.cat([x for x, _ in other.calibration])
+    assert calib.shape[0] == 8 and not torch.equal(
+        calib, torch.cat([x for x, _ in setup.calibration])
+    )

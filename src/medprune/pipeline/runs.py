@@ -142,6 +142,7 @@ def prune_model(
     kwargs = method_options(setup.config.prune.options if options is None else options, name)
     if method_name in CRITERION_METHODS:
         kwargs.setdefault("criterion", criterion or setup.config.prune.criterion)
+    setup = setup.for_seed(seed)
     torch.manual_seed(seed)
     model = copy.deepcopy(base).to(setup.device)
     events: list[dict[str, Any]] = []
@@ -222,7 +223,7 @@ def finetune_record(setup: RunSetup, base: nn.Module, *, seed: int) -> dict[str,
     method (so a pruned model is compared with equal training, not with an undertrained base)."""
     t0 = time.perf_counter()
     model = copy.deepcopy(base)
-    history = train_model(setup, model, setup.config.prune.finetune, seed=seed)
+    history = train_model(setup.for_seed(seed), model, setup.config.prune.finetune, seed=seed)
     model = model.cpu()
     record = {
         "kind": "run",

@@ -57,6 +57,15 @@ class RunSetup:
     def num_classes(self) -> int:
         return int(self.splits.num_classes)
 
+    def for_seed(self, seed: int) -> RunSetup:
+        """The same setup with the training order and calibration subset drawn with ``seed``
+        (identical for every method of that seed; ``config.seed`` gives ``self``)."""
+        if seed == self.config.seed:
+            return self
+        config = dataclasses.replace(self.config, seed=seed)
+        train_loader, _, _, calibration = _loaders(config, self.splits, self.task_kind)
+        return dataclasses.replace(self, train_loader=train_loader, calibration=calibration)
+
 
 def _device(name: str) -> torch.device:
     if name == "auto":
