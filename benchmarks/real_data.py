@@ -30,34 +30,47 @@ from medprune.report import aggregate, metric_columns, minority_class, summary_m
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def _medmnist(
+    name: str,
+    class_names: list[str],
+    *,
+    train: dict[str, Any],
+    finetune: dict[str, Any],
+    **data: Any,
+) -> dict[str, Any]:
+    """Overrides for a binary MedMNIST dataset: class-weighted small ResNet, 128 calibration
+    images; ``data`` adds keys to the ``data`` section (e.g. ``max_train``)."""
+    return {
+        "data": {
+            "kind": "medmnist",
+            "path": f"$MEDPRUNE_DATA/{name}/{name}.npz",
+            "class_names": class_names,
+            **data,
+        },
+        "model.name": "small_resnet",
+        "model.kwargs": {"base_width": 16, "blocks": [1, 1, 1, 1]},
+        "task.class_weights": "balanced",
+        "train": train,
+        "prune.finetune": finetune,
+        "prune.calibration_size": 128,
+    }
+
+
 DATASETS: dict[str, dict[str, Any]] = {
-    "pneumoniamnist": {
-        "data": {
-            "kind": "medmnist",
-            "path": "$MEDPRUNE_DATA/pneumoniamnist/pneumoniamnist.npz",
-            "class_names": ["normal", "pneumonia"],
-            "max_train": 2000,  # stratified subsample of the 4708 (CPU budget); val/test whole
-        },
-        "model.name": "small_resnet",
-        "model.kwargs": {"base_width": 16, "blocks": [1, 1, 1, 1]},
-        "task.class_weights": "balanced",
-        "train": {"epochs": 4, "lr": 0.002, "batch_size": 64},
-        "prune.finetune": {"epochs": 2, "lr": 0.0005},
-        "prune.calibration_size": 128,
-    },
-    "breastmnist": {
-        "data": {
-            "kind": "medmnist",
-            "path": "$MEDPRUNE_DATA/breastmnist/breastmnist.npz",
-            "class_names": ["malignant", "normal_or_benign"],
-        },
-        "model.name": "small_resnet",
-        "model.kwargs": {"base_width": 16, "blocks": [1, 1, 1, 1]},
-        "task.class_weights": "balanced",
-        "train": {"epochs": 15, "lr": 0.002, "batch_size": 32},
-        "prune.finetune": {"epochs": 5, "lr": 0.0005},
-        "prune.calibration_size": 128,
-    },
+    "pneumoniamnist": _medmnist(
+        "pneumoniamnist",
+        ["normal", "pneumonia"],
+        train={"epochs": 4, "lr": 0.002, "batch_size": 64},
+        finetune={"epochs": 2, "lr": 0.0005},
+        max_train=2000,  # stratified subsample of the 4708 (CPU budget); val/test whole
+    ),
+    "breastmnist": _medmnist(
+        "breastmnist",
+        ["malignant", "normal_or_benign"],
+        train={"epochs": 15, "lr": 0.002, "batch_size": 32},
+        finetune={"epochs": 5, "lr": 0.0005},
+    ),
     "kvasir-seg": {
         "data": {
             "kind": "segmentation_folder",

@@ -10,4 +10,6 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     || echo "warning: chromium could not be installed; the browser test will be skipped"
 fi
 .venv/bin/python -m ruff check src tests benchmarks
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Two pytest workers (pytest-xdist), one torch thread each: the 2-core CI machine runs two tests at once.
+export MEDPRUNE_TEST_THREADS=${MEDPRUNE_TEST_THREADS:-1} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n "${MEDPRUNE_TEST_WORKERS:-2}" "$@"

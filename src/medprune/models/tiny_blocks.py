@@ -7,6 +7,8 @@ All are < 50k parameters and map ``(B, in_channels, *S)`` to logits ``(B, num_cl
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -25,10 +27,11 @@ __all__ = [
 ]
 
 
-@register_model("tiny_resnet")
-class TinyResNet(_Classifier):
-    """stem conv 8 -> block 8->8 (identity shortcut) -> block 8->16 stride 2 (1x1 conv
-    projection shortcut) -> global pool -> linear."""
+class _TwoBlockResNet(_Classifier):
+    """stem conv 8 -> block 8->8 -> block 8->16 stride 2 -> global pool -> linear, with the
+    blocks' shortcut option set by the subclass (``_shortcut``)."""
+
+    _shortcut: ClassVar[str]
 
     def __init__(
         self, in_channels: int = 1, num_classes: int = 2, *, spatial_dims: int = 2
@@ -36,8 +39,8 @@ class TinyResNet(_Classifier):
         super().__init__(in_channels, num_classes, spatial_dims)
         d = self.spatial_dims
         self.stem = conv_bn_relu(d, in_channels, 8)
-        self.layer1 = BasicBlock(d, 8, 8, 1, shortcut="B")
-        self.layer2 = BasicBlock(d, 8, 16, 2, shortcut="B")
+        self.layer1 = BasicBlock(d, 8, 8, 1, shortcut=self._shortcut)
+        self.layer2 = BasicBlock(d, 8, 16, 2, shortcut=self._shortcut)
         self.pool = adaptive_avg_pool(d, 1)
         self.fc = nn.Linear(16, num_classes)
 
@@ -47,29 +50,23 @@ class TinyResNet(_Classifier):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+@register_model("tiny_resnet")
+class TinyResNet(_TwoBlockResNet):
+    """stem conv 8 -> block 8->8 (identity shortcut) -> block 8->16 stride 2 (1x1 conv
+    projection shortcut) -> global pool -> linear."""
+
+    _shortcut = "B"
+
+
 @register_model("tiny_pad_shortcut")
-class TinyPadShortcut(_Classifier):
+class TinyPadShortcut(_TwoBlockResNet):
     """CIFAR option-A shortcuts: stem conv 8 -> block 8->8 (identity) -> block 8->16 stride 2
     whose shortcut subsamples and zero-pads 4 channels each side with ``F.pad`` -> pool -> linear.
 
     Output channels 0-3 and 12-15 of the second block receive no shortcut input.
     """
 
-    def __init__(
-        self, in_channels: int = 1, num_classes: int = 2, *, spatial_dims: int = 2
-    ) -> None:
-        super().__init__(in_channels, num_classes, spatial_dims)
-        d = self.spatial_dims
-        self.stem = conv_bn_relu(d, in_channels, 8)
-        self.layer1 = BasicBlock(d, 8, 8, 1, shortcut="A")
-        self.layer2 = BasicBlock(d, 8, 16, 2, shortcut="A")
-        self.pool = adaptive_avg_pool(d, 1)
-        self.fc = nn.Linear(16, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, *S) -> (B, num_classes)``."""
-        x = self.layer2(self.layer1(self.stem(x)))
-        return self.fc(torch.flatten(self.pool(x), 1))
+    _shortcut = "A"
 
 
 class SqueezeExcitation(nn.Module):
