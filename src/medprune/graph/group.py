@@ -160,8 +160,17 @@ class PruningGroup:
             module = self.model.get_submodule(s.module_name)
             if isinstance(module, nn.PReLU):
                 continue
-            found.append(self.gather(s).reshape(self.n_channels))
+            found.append(self.channel_values(s))
         return found
+
+    def channel_values(self, s: ChannelSlice) -> torch.Tensor:
+        """One value per group channel ``(n_channels,)`` of a per-channel slice.
+
+        Where a group channel spans ``k > 1`` positions (a whole block of a grouped convolution),
+        the value is the root mean square over them, so ``abs()`` and ``**2`` keep their meaning.
+        """
+        rows = self.gather(s)  # (n_channels, k)
+        return rows[:, 0] if rows.shape[1] == 1 else rows.pow(2).mean(1).sqrt()
 
     def channel_blocks(self) -> torch.Tensor:
         """Block id of each group channel ``(n_channels,)`` given ``channel_multiple``."""

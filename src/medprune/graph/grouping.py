@@ -152,7 +152,8 @@ def _component_classes(
     n_dims = len(dim_labels)
     sizes = [labels.size for labels in dim_labels]
     pairs = comp[np.concatenate(dim_labels)] * n_dims  # (component, slice), sorted and unique
-    pairs = np.unique(pairs + np.repeat(np.arange(n_dims, dtype=np.int64), sizes))
+    pairs = np.sort(pairs + np.repeat(np.arange(n_dims, dtype=np.int64), sizes))
+    pairs = pairs[_starts(pairs)]
     c_all, s_all = np.divmod(pairs, n_dims)
     comps, start, count = np.unique(c_all, return_index=True, return_counts=True)
     if comps.size == 0:
@@ -171,8 +172,11 @@ def _component_classes(
         row = np.repeat(np.arange(comps.size), count)
         table[row, np.arange(c_all.size) - start[row]] = s_all
         table[:, width] = flags
-        _, reps, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
+        order = np.lexsort(table.T[::-1])  # rows in lexicographic order, ties by position
+        first = _starts(table[order])
+        reps = order[first]  # the first (smallest) component of each class
+        inverse = np.empty(comps.size, dtype=np.int64)
+        inverse[order] = np.cumsum(first) - 1
         by_class = np.argsort(inverse, kind="stable")
         members = np.split(by_class, np.cumsum(np.bincount(inverse, minlength=reps.size))[:-1])
     first_slice = s_all[start[reps]]
@@ -182,6 +186,16 @@ def _component_classes(
         slices = tuple(s_all[start[r] : start[r] + count[r]].tolist())
         classes.append(((slices, bool(flags[r])), comps[members[k]]))
     return classes
+
+
+def _starts(rows: np.ndarray) -> np.ndarray:
+    """Bool ``(n,)``: True where a sorted array's element (or 2D array's row) differs from the
+    previous one, i.e. the first of each run of equal values."""
+    out = np.ones(rows.shape[0], dtype=bool)
+    if rows.shape[0] > 1:
+        diff = rows[1:] != rows[:-1]
+        out[1:] = diff.any(axis=1) if rows.ndim == 2 else diff
+    return out
 
 
 def _primary(dims: list, slices: tuple[int, ...]) -> int:

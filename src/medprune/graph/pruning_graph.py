@@ -43,8 +43,9 @@ class _Term:
         self.dims = []
         for pm in maps:
             counts: dict[int, float] = {}
-            groups, n = np.unique(pm.group[pm.group >= 0], return_counts=True)
-            for g, c in zip(groups.tolist(), n.tolist(), strict=False):
+            per_group = np.bincount(pm.group[pm.group >= 0])
+            for g in np.flatnonzero(per_group).tolist():
+                c = int(per_group[g])
                 counts[g] = c / sizes[g] if sizes[g] else 0.0
             self.dims.append((pm.group.size, counts))
 

@@ -140,7 +140,7 @@ def _channel_energy(group: Any) -> torch.Tensor:
         energy = torch.stack([g.double() ** 2 for g in gammas]).sum(0)  # (n,)
         for s in group.members("per_channel", "bias"):
             if not isinstance(group.model.get_submodule(s.module_name), nn.PReLU):
-                energy = energy + group.gather(s).reshape(group.n_channels).double() ** 2
+                energy = energy + group.channel_values(s).double() ** 2
         return energy
     weights = group.out_weights()
     return torch.stack([w.double().pow(2).sum(1) for w in weights]).sum(0)  # (n,)
