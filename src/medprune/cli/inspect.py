@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         f"{'ok' if result.train_forward_ok else 'FAILED'}"
     )
     echo(
-        f"equivalence: max_abs_diff={result.max_abs_diff:.6g} groups={len(prunable)} "
+        f"equivalence: max_abs_diff={float(result.max_abs_diff)!r} groups={len(prunable)} "
         f"pinned={len(graph.pinned)} macs_before={macs_before} macs_after={macs_after}"
     )
     return 0 if result.train_forward_ok else 1
