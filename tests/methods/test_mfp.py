@@ -63,9 +63,11 @@ def test_custom_attribute_decides_and_is_computed_per_candidate() -> None:
     ) -> float:
         calls.append(selection)
         scores = l2(graph)
-        expected = {k: torch.sort(torch.argsort(v, stable=True)[: len(v) // 2]).values
-                    for k, v in scores.items()}  # fmt: skip
-        same = all(torch.equal(selection[k], expected[k]) for k in expected if k in selection)
+        # the lowest-l2 channels of each group, as many as the plan removes there (the head
+        # input group loses at most plan_pruning's head_input_max, not half)
+        expected = {k: torch.sort(torch.argsort(scores[k], stable=True)[: len(v)]).values
+                    for k, v in selection.items()}  # fmt: skip
+        same = all(torch.equal(selection[k], expected[k]) for k in expected)
         return 1.0 if same else 0.0
 
     register_attribute("test_prefers_l2", higher_is_better=True, needs_data=False, override=True)(

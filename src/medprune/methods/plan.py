@@ -19,6 +19,13 @@ Constraints in every scope: at most ``max_per_layer`` of a group's channels go; 
 least ``max(min_channels, group.min_channels)`` channels; channels go in whole blocks of
 ``group.channel_multiple``; the kept count is a multiple of ``round_to`` (unless nothing is
 removed); groups matching ``ignore`` (and pinned groups) are untouched.
+
+Head input: the groups whose channels are read by the module producing the model output (the
+classifier / segmentation head, found from the engine's pinned output group) lose at most
+``head_input_max`` (default 0.25) of their channels. In a segmentation net this is the narrow
+last decoder layer, where the rare class's sparse detectors (low by every magnitude / rank
+criterion) sit; removing them can make the foreground class impossible. Other groups take the
+rest of a MACs / params budget.
 """
 
 from __future__ import annotations
@@ -49,6 +56,33 @@ def matches(group: PruningGroup, patterns: Sequence[str]) -> str | None:
             if name == pat or name.startswith(pat + ".") or fnmatch.fnmatchcase(name, pat):
                 return pat
     return None
+
+
+OUTPUT_PIN_PREFIX = "model output"
+
+
+def head_input_keys(graph: Any) -> set[str]:
+    """Keys of the prunable groups read (``"in"`` slices) by the module(s) producing the output.
+
+    The head modules are the producers (``"out"`` slices) of the groups the engine pins because
+    they are the model output (``pinned_reason`` starting with ``"model output"``). Graphs
+    without ``groups`` (e.g. test doubles) have no head.
+    """
+    groups = getattr(graph, "groups", None)
+    if not groups:
+        return set()
+    heads = {
+        s.module_name
+        for g in groups
+        if not g.prunable and str(g.pinned_reason or "").startswith(OUTPUT_PIN_PREFIX)
+        for s in g.slices
+        if s.role == "out"
+    }
+    return {
+        g.key
+        for g in groups
+        if g.prunable and any(s.role == "in" and s.module_name in heads for s in g.slices)
+    }
 
 
 @dataclass
@@ -127,6 +161,7 @@ def plan_pruning(
     scope: Scope = "global",
     per_layer: Mapping[str, float] | None = None,
     tolerance: float = 0.01,
+    head_input_max: float | None = 0.25,
 ) -> dict[str, torch.Tensor]:
     """Choose the channels to remove.
 
@@ -146,6 +181,10 @@ def plan_pruning(
         scope: ``"global"``, ``"uniform"`` or ``"per_layer"`` (see the module docstring).
         per_layer: ``{pattern: ratio}`` for ``scope="per_layer"``.
         tolerance: accepted distance to a MACs / params target (fraction; 0.01 = 1 point).
+        head_input_max: largest fraction of channels the groups feeding the output layer (the
+            head's input, e.g. the last decoder layer before a 1x1 segmentation head) may lose,
+            in ``[0, 1)``; it only lowers ``max_per_layer`` for those groups. ``None``: no
+            special cap. Protects the rare class's sparse detectors (see the module docstring).
 
     Returns:
         ``{group.key: prune_idx}`` with sorted int64 group-channel indices.
@@ -155,6 +194,13 @@ def plan_pruning(
             names the largest reachable fraction).
     """
     _validate(target, scope, per_layer, min_channels, round_to, max_per_layer)
+    if head_input_max is not None and not (
+        isinstance(head_input_max, (int, float)) and 0.0 <= float(head_input_max) < 1.0
+    ):
+        raise ConfigError(
+            f"head_input_max must be a fraction in [0, 1) or None; got {head_input_max!r}."
+        )
+    heads = head_input_keys(graph) if head_input_max is not None else set()
     ignore = [ignore] if isinstance(ignore, str) else [i for i in ignore if isinstance(i, str)]
     slots = []
     for g in graph.prunable_groups():
@@ -168,7 +214,11 @@ def plan_pruning(
                 scores[g.key],
                 min_channels=min_channels,
                 round_to=round_to,
-                max_per_layer=max_per_layer,
+                max_per_layer=(
+                    min(max_per_layer, float(head_input_max))
+                    if g.key in heads and head_input_max is not None
+                    else max_per_layer
+                ),
             )
         )
     if not slots:
