@@ -5,27 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from rule_models import X2, ConvBnRelu, keys
 from torch import nn
 
 from medprune.errors import ConfigError
 from medprune.graph import build_graph, prune_channels
-
-X2 = torch.randn(2, 3, 8, 8)
-
-
-def keys(graph):
-    return {g.key: g for g in graph.groups}
-
-
-class ConvBnRelu(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.conv2 = nn.Conv2d(8, 4, 3, padding=1)
-
-    def forward(self, x):
-        return self.conv2(F.relu(self.bn1(self.conv1(x))))
 
 
 def test_conv_bn_relu_group_slices(compare):
