@@ -42,10 +42,18 @@ def test_two_process_gloo_training_keeps_ranks_identical(tmp_path) -> None:  # t
         str(tmp_path),
         "--prune",
     ]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
-    seconds = time.perf_counter() - start
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    # One retry, only when a rank was killed by a signal: gloo has aborted a rank at exit on this
+    # shared 2-core machine under load (seen once in many runs); a wrong result is never retried.
+    failures = []
+    for _attempt in range(2):
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+        seconds = time.perf_counter() - start
+        killed = "Signal" in proc.stderr or "SIGABRT" in proc.stderr
+        if proc.returncode == 0 or not killed:
+            break
+        failures.append(proc.stderr[-2000:])
+    assert proc.returncode == 0, "\n".join(failures) + proc.stdout[-2000:] + proc.stderr[-4000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("ddp_smoke "))
     verdict = json.loads(line.removeprefix("ddp_smoke "))
     assert verdict["ok"] and verdict["same_weights"] and verdict["world_size"] == 2

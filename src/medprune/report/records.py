@@ -69,13 +69,14 @@ def per_class(record: Mapping[str, Any], stat: str = "recall") -> dict[str, floa
 
     Reads classification ``metrics["per_class"]`` (a list of ``{"class", stat, ...}`` dicts or a
     mapping ``{class: {stat: v}}``) or segmentation ``metrics["dice_per_class"]`` (numbers, None
-    for a class never present; indexed by ``metrics["foreground_classes"]`` when given). Keys
+    for a class never present; indexed by ``metrics["foreground_classes"]`` when given), which
+    wins over the pixel-level ``per_class`` segmentation metrics also carry. Keys
     are the class names when the record has ``class_names``.
     """
     metrics = record.get("metrics") or {}
     names = list(record.get("class_names") or [])
     table = metrics.get("per_class")
-    if table is None and metrics.get("dice_per_class") is not None:
+    if metrics.get("dice_per_class") is not None:  # segmentation: Dice, not the pixel per_class
         table = list(metrics["dice_per_class"])
         classes = metrics.get("foreground_classes")
         if classes is not None and len(classes) == len(table):  # foreground classes only
@@ -106,13 +107,17 @@ def minority_class(base: Mapping[str, Any] | None) -> str | None:
     if not figures:
         return None
     if metrics.get("minority_class") is not None:
-        return _label(metrics["minority_class"], names)
+        label = _label(metrics["minority_class"], names)
+        if label in figures:  # a segmentation minority of 0 (background) has no Dice column
+            return label
     table = metrics.get("per_class")
     support: dict[str, float] = {}
     items = table.items() if isinstance(table, Mapping) else enumerate(table or [])
     for key, entry in items:
         if isinstance(entry, Mapping) and scalar(entry.get("support")) is not None:
-            support[_label(entry.get("class", key), names)] = float(entry["support"])
+            label = _label(entry.get("class", key), names)
+            if label in figures:
+                support[label] = float(entry["support"])
     if support:
         return min(support, key=lambda k: support[k])
     return list(figures)[-1]

@@ -157,6 +157,9 @@ class ClassificationMeter:
         return classification_metrics(np.concatenate(self.labels), np.concatenate(self.probs))
 
 
+_MONAI_EDGES_WARNING = r".*always_return_as_numpy.*"
+
+
 def _nanmean(values: list[float]) -> float | None:
     finite = [v for v in values if not math.isnan(v)]
     return float(np.mean(finite)) if finite else None
@@ -180,6 +183,13 @@ class SegmentationMeter:
     Also reported: ``dice_pooled_per_class``, Dice from the true / false positives and false
     negatives pooled over all images. Classes never seen in any image give None.
 
+    Pixel-level figures, pooled over all evaluated images and shaped like the classification
+    metrics (so :class:`~medprune.methods.guard.RecallGuard` works on segmentation): ``per_class``,
+    a list indexed by class (background 0 included) of ``{class, recall, precision, tp, fp, fn,
+    support}`` counted over pixels (``support`` = target pixels of the class; recall / precision
+    are 0.0 when undefined), ``minority_class`` (the class with the fewest target pixels among
+    those present, lowest index on ties) and ``minority_recall``.
+
     Args:
         num_classes: ``C`` including background (class 0).
         hd95: compute HD95 (the slowest part, a distance transform per image and class).
@@ -198,6 +208,7 @@ class SegmentationMeter:
         self.hd: list[list[float]] = [[] for _ in range(k)]
         self.hd_penalised = [0] * k
         self.pooled = np.zeros((k, 3), dtype=np.int64)  # tp, fp, fn per foreground class
+        self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)  # pixels [true][pred]
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch of label maps: ``pred (B, *S)`` and ``target (B, *S)``, int in ``[0, C-1]``."""
@@ -207,6 +218,7 @@ class SegmentationMeter:
                 "have the same shape (B, *S)."
             )
         pred, target = pred.detach().cpu().long(), target.detach().cpu().long()
+        self._add_pixels(pred, target)
         b = pred.shape[0]
         dims = tuple(range(1, pred.ndim))
         diagonal = math.sqrt(
@@ -230,6 +242,19 @@ class SegmentationMeter:
                 if self.hd95:
                     self._add_hd95(c, p[i], t[i], diagonal)
 
+    def _add_pixels(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add label maps ``(B, *S)`` to the pixel confusion matrix ``(C, C)``."""
+        c = self.num_classes
+        for name, labels in (("target", target), ("prediction", pred)):
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= c):
+                bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+                raise DataError(
+                    f"{name} label {bad} is outside the allowed range [0, {c - 1}] "
+                    f"(num_classes={c}); remap ignore labels before evaluating."
+                )
+        flat = (target.reshape(-1) * c + pred.reshape(-1)).bincount(minlength=c * c)
+        self.confusion += flat.reshape(c, c).numpy()
+
     def _add_hd95(self, c: int, p: torch.Tensor, t: torch.Tensor, diagonal: float) -> None:
         if not bool(p.any()) or not bool(t.any()):
             self.hd[c - 1].append(diagonal)
@@ -237,13 +262,17 @@ class SegmentationMeter:
             return
         from monai.metrics import compute_hausdorff_distance
 
-        value = compute_hausdorff_distance(
-            p[None, None].float(),  # (1, 1, *S): one image, one (foreground) channel
-            t[None, None].float(),
-            include_background=True,
-            percentile=95,
-            spacing=list(self.spacing) if self.spacing else None,
-        )
+        with warnings.catch_warnings():
+            # MONAI 1.5-1.6 pass the deprecated always_return_as_numpy to get_mask_edges
+            # themselves, which warns on every call; silence exactly that warning here.
+            warnings.filterwarnings("ignore", message=_MONAI_EDGES_WARNING, category=FutureWarning)
+            value = compute_hausdorff_distance(
+                p[None, None].float(),  # (1, 1, *S): one image, one (foreground) channel
+                t[None, None].float(),
+                include_background=True,
+                percentile=95,
+                spacing=list(self.spacing) if self.spacing else None,
+            )
         self.hd[c - 1].append(float(value.item()))
 
     def merge(self, other: SegmentationMeter) -> None:
@@ -254,9 +283,32 @@ class SegmentationMeter:
             self.hd[k].extend(other.hd[k])
             self.hd_penalised[k] += other.hd_penalised[k]
         self.pooled += other.pooled
+        self.confusion += other.confusion
+
+    def _pixel_per_class(self) -> list[dict[str, Any]]:
+        cm = self.confusion
+        rows = []
+        for k in range(self.num_classes):
+            tp = int(cm[k, k])
+            fn = int(cm[k].sum()) - tp
+            fp = int(cm[:, k].sum()) - tp
+            support = tp + fn
+            rows.append(
+                {
+                    "class": k,
+                    "recall": tp / support if support else 0.0,
+                    "precision": tp / (tp + fp) if tp + fp else 0.0,
+                    "tp": tp,
+                    "fp": fp,
+                    "fn": fn,
+                    "support": support,
+                }
+            )
+        return rows
 
     def compute(self) -> dict[str, Any]:
-        """``dice``, ``iou``, ``hd95`` (means over foreground classes) and their ``*_per_class``."""
+        """``dice``, ``iou``, ``hd95`` (means over foreground classes), their ``*_per_class``, and
+        the pixel-level ``per_class`` / ``minority_class`` / ``minority_recall``."""
         dice = [float(np.mean(v)) if v else math.nan for v in self.dice]
         iou = [float(np.mean(v)) if v else math.nan for v in self.iou]
         hd = [float(np.mean(v)) if v else math.nan for v in self.hd]
@@ -268,6 +320,10 @@ class SegmentationMeter:
         def clean(values: list[float]) -> list[float | None]:
             return [None if math.isnan(v) else v for v in values]
 
+        per_class = self._pixel_per_class()
+        support = np.array([row["support"] for row in per_class])
+        present = np.flatnonzero(support)
+        minority = int(present[np.argmin(support[present])]) if present.size else None
         return {
             "dice": _nanmean(dice),
             "iou": _nanmean(iou),
@@ -279,6 +335,9 @@ class SegmentationMeter:
             "dice_pooled_per_class": clean(pooled),
             "n_images_per_class": [len(v) for v in self.dice],
             "hd95_empty_penalised": list(self.hd_penalised),
+            "per_class": per_class,
+            "minority_class": minority,
+            "minority_recall": per_class[minority]["recall"] if minority is not None else None,
         }
 
 
