@@ -161,7 +161,7 @@ def _per_class_row(metrics: dict[str, Any], cls: int, metric: str) -> dict[str, 
     if per_class is None:
         raise ConfigError(
             f"the task's evaluate() reports no 'per_class' metrics (keys: {sorted(metrics)}); "
-            "RecallGuard needs per-class recall (use a classification task)."
+            "RecallGuard needs per-class recall in the metrics (medprune classification and segmentation tasks provide it; a custom task must return metrics['per_class'][i]['recall'])."
         )
     if isinstance(per_class, dict):
         row = per_class.get(cls, per_class.get(str(cls)))
