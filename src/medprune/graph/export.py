@@ -165,21 +165,15 @@ def _output_shapes(graph: torch.fx.Graph) -> list[tuple[int, ...]]:
     """Shapes of the tensors the model returns, in order (from the traced output node)."""
     shapes: list[tuple[int, ...]] = []
 
-    def visit(a: Any) -> None:
-        if isinstance(a, torch.fx.Node):
-            v = a.meta.get("val")
-            if isinstance(v, torch.Tensor):
-                shapes.append(tuple(int(s) for s in v.shape))
-        elif isinstance(a, (list, tuple)):
-            for x in a:
-                visit(x)
-        elif isinstance(a, dict):
-            for x in a.values():
-                visit(x)
+    def record(a: torch.fx.Node) -> torch.fx.Node:
+        v = a.meta.get("val")
+        if isinstance(v, torch.Tensor):
+            shapes.append(tuple(int(s) for s in v.shape))
+        return a
 
     for node in graph.nodes:
         if node.op == "output":
-            visit(node.args[0])
+            torch.fx.node.map_arg(node.args[0], record)  # visits nested lists / dicts in order
     return shapes
 
 

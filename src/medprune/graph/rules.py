@@ -144,18 +144,11 @@ def base_name(node: torch.fx.Node) -> str:
 def _tensor_values(state: State, node: torch.fx.Node) -> list[Any]:
     found: list[Any] = []
 
-    def visit(a: Any) -> None:
-        if isinstance(a, torch.fx.Node):
-            found.append(state.val(a))
-        elif isinstance(a, (list, tuple)):
-            for x in a:
-                visit(x)
-        elif isinstance(a, dict):
-            for x in a.values():
-                visit(x)
+    def record(a: torch.fx.Node) -> torch.fx.Node:
+        found.append(state.val(a))
+        return a
 
-    visit(node.args)
-    visit(node.kwargs)
+    torch.fx.node.map_arg((node.args, node.kwargs), record)  # nested lists / dicts, in order
     return found
 
 

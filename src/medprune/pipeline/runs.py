@@ -274,6 +274,22 @@ def _report(out_dir: Path, records: list[dict[str, Any]], title: str, command: s
     write_report(out_dir, records, title=title, command=command, config_yaml=config_yaml)
 
 
+def _start_run(
+    config: RunConfig, out_dir: Path, command: str
+) -> tuple[RunSetup, dict[str, Any], float]:
+    """Write the resolved config, build data / task / loaders, and a ``"running"`` run.json.
+
+    Returns the setup, the run record (updated in place by the stages) and the start time.
+    """
+    save_resolved(config, out_dir / "config.resolved.yaml")
+    run: dict[str, Any] = {"command": command, "seed": config.seed, "status": "running"}
+    t0 = time.perf_counter()
+    setup = setup_run(config)
+    run["environment"] = environment(setup.device)
+    write_json(out_dir / "run.json", run)
+    return setup, run, t0
+
+
 def run_train(
     config: RunConfig, *, out: PathLike | None = None, command: str | None = None
 ) -> dict[str, Any]:
@@ -284,12 +300,7 @@ def run_train(
     """
     out_dir = Path(out or config.out)
     command = command or _command()
-    save_resolved(config, out_dir / "config.resolved.yaml")
-    run: dict[str, Any] = {"command": command, "seed": config.seed, "status": "running"}
-    t0 = time.perf_counter()
-    setup = setup_run(config)
-    run["environment"] = environment(setup.device)
-    write_json(out_dir / "run.json", run)
+    setup, run, t0 = _start_run(config, out_dir, command)
     with _interruptible(run, out_dir / "run.json"):
         return _train_stages(setup, run, out_dir, command, t0)
 
@@ -330,15 +341,10 @@ def run_prune(
     say = log or (lambda _msg: None)
     out_dir = Path(out or config.out)
     command = command or _command()
-    save_resolved(config, out_dir / "config.resolved.yaml")
     name = _config_name(config)
     target = make_target(config.prune.target, config.prune.amount)
     resolve_method(name)  # unknown names fail before any training
-    run: dict[str, Any] = {"command": command, "seed": config.seed, "status": "running"}
-    t0 = time.perf_counter()
-    setup = setup_run(config)
-    run["environment"] = environment(setup.device)
-    write_json(out_dir / "run.json", run)
+    setup, run, t0 = _start_run(config, out_dir, command)
     with _interruptible(run, out_dir / "run.json"):
         return _prune_stages(setup, run, out_dir, checkpoint, name, target, command, t0, say)
 
