@@ -12,10 +12,19 @@ initialisation of a few seconds in a fresh process), then each model is built an
 on a shared machine noise only ever adds time. ``--threads 1`` avoids the large waits two
 OpenMP threads suffer on an oversubscribed CPU.
 
+``--batch 8 --spatial 128`` re-runs the panel at a deployment-sized input (3D models get
+``--spatial / 2`` per side; UNETR keeps the image size it was built for): Torch-Pruning's build
+runs a real forward pass, whose cost grows with the input, while ``torch.export`` traces with
+fake tensors at a cost that depends only on the number of ops.
+
+The latency section times, beside resnet50 and the MONAI tutorial UNet the target names, wider
+U-Nets, and explains the gap with a profile: convolution time vs the memory-bound ops (norms,
+activations, adds, concatenations, copies), and the throughput of a single 3x3 conv by width.
+
 Usage::
 
     python benchmarks/engine.py [--models unet2d_prelu,resnet18] [--no-latency] [--size 128]
-        [--trials 3] [--threads 2]
+        [--trials 3] [--threads 2] [--batch 8 --spatial 128] [--no-panel]
 """
 
 from __future__ import annotations
@@ -113,21 +122,35 @@ def warm_up(tp):
             pass
 
 
-def bench_panel(names, tp, trials=1):
+FIXED_SIZE = {"unetr2d"}  # built for one image size
+
+
+def panel_shape(name: str, batch: int | None, spatial: int | None) -> tuple[int, ...]:
+    """The panel input shape of ``name``, optionally rescaled to ``batch`` and ``spatial``."""
+    shape = PANEL[name][2]
+    b = batch or shape[0]
+    if spatial is None or name in FIXED_SIZE:
+        return (b, *shape[1:])
+    side = spatial if len(shape) == 4 else max(spatial // 2, 32)
+    return (b, shape[1], *([side] * (len(shape) - 2)))
+
+
+def bench_panel(names, tp, trials=1, batch=None, spatial=None):
     print(
         "| model | medprune build s | prune s | MACs before | MACs after | ok "
         "| TP build s | TP prune s | TP MACs after | TP ok |"
     )
     print("|---" * 10 + "|")
     for name in names:
-        reg, kwargs, shape = PANEL[name]
+        reg, kwargs, _ = PANEL[name]
+        shape = panel_shape(name, batch, spatial)
         torch.manual_seed(0)
         base = create_model(reg, **kwargs).eval()
         x = torch.randn(*shape)
         with torch.no_grad():
             ref_shapes = _shapes(base(x))
         macs_before = count_macs(base, x)
-        row = [name]
+        row = [f"{name} {tuple(shape)}" if batch or spatial else name]
         outputs: set[str] = set()
         try:
             model, (build_s, prune_s, graph) = _fastest(run_medprune, base, trials, x)
@@ -182,21 +205,55 @@ def _interleaved_ms(models, x, repeats):
     return [(statistics.median(t), min(t)) for t in times]
 
 
-def bench_latency(size: int, repeats: int):
-    cases = {
-        "resnet50": ("monai.resnet50", dict(spatial_dims=2, n_input_channels=3, num_classes=2), (8, 3, size, size)),
-        "UNet": ("monai.UNet", dict(spatial_dims=2, in_channels=1, out_channels=2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2), (8, 1, size, size)),
-    }  # fmt: skip
+LATENCY_CASES = {
+    "resnet50": ("monai.resnet50", dict(spatial_dims=2, n_input_channels=3, num_classes=2), 3),
+    "UNet (MONAI tutorial: 16-256, 2 res units)": ("monai.UNet", dict(spatial_dims=2, in_channels=1, out_channels=2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2), 1),
+    "UNet (MONAI, 32-512, 2 res units)": ("monai.UNet", dict(spatial_dims=2, in_channels=1, out_channels=2, channels=(32, 64, 128, 256, 512), strides=(2, 2, 2, 2), num_res_units=2), 1),
+    "BasicUNet (MONAI default 32-32-64-128-256-32)": ("monai.BasicUNet", dict(spatial_dims=2, in_channels=1, out_channels=2), 1),
+    "U-Net (medprune unet, 32-512)": ("unet", dict(), 1),
+}  # fmt: skip
+
+CONV_OPS = ("convolution", "conv2d", "conv3d", "conv_transpose")
+PROFILED_OPS = ("aten::mkldnn_convolution", "aten::_convolution", "aten::native_batch_norm",
+                "aten::native_group_norm", "aten::_prelu_kernel", "aten::relu", "aten::relu_",
+                "aten::leaky_relu", "aten::leaky_relu_", "aten::add", "aten::add_", "aten::cat",
+                "aten::copy_", "aten::max_pool2d_with_indices", "aten::mul", "aten::sigmoid",
+                "aten::addmm", "aten::mean")  # fmt: skip
+
+
+def _profile_ms(model, x, repeats: int) -> tuple[float, float]:
+    """(convolution ms, other ms) per forward: self CPU time of the profiled ATen kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        model(x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(repeats):
+                model(x)
+    conv = other = 0.0
+    for event in prof.key_averages():
+        if event.key not in PROFILED_OPS:
+            continue
+        ms = event.self_cpu_time_total / 1000 / repeats
+        if any(c in event.key for c in CONV_OPS):
+            conv += ms
+        else:
+            other += ms
+    return conv, other
+
+
+def bench_latency(size: int, repeats: int, profile_ops: bool = True):
     print(
         "\n| model (batch 8, 2 threads) | MACs before | MACs after | latency before ms "
         "(median / min) | latency after ms (median / min) | latency red. / MACs red. (median; min) |"
     )
     print("|---" * 6 + "|")
     torch.set_num_threads(2)
-    for name, (reg, kwargs, shape) in cases.items():
+    profiles = []
+    for name, (reg, kwargs, c_in) in LATENCY_CASES.items():
         torch.manual_seed(0)
         base = create_model(reg, **kwargs).eval()
-        x = torch.randn(*shape)
+        x = torch.randn(8, c_in, size, size)
         pruned = copy.deepcopy(base)
         graph = build_graph(pruned, x[:1])
         prune_channels(pruned, graph, uniform_plan(graph, 0.5))
@@ -204,10 +261,49 @@ def bench_latency(size: int, repeats: int):
         (med0, min0), (med1, min1) = _interleaved_ms([base, pruned], x, repeats)
         red = 1 - macs1 / macs0
         print(
-            f"| {name} {tuple(shape)} | {macs0:,} | {macs1:,} | {med0:.0f} / {min0:.0f} "
+            f"| {name} | {macs0:,} | {macs1:,} | {med0:.0f} / {min0:.0f} "
             f"| {med1:.0f} / {min1:.0f} | {(1 - med1 / med0) / red:.2f}; {(1 - min1 / min0) / red:.2f} |",
             flush=True,
         )
+        if profile_ops:
+            profiles.append(
+                (
+                    name,
+                    macs1 / macs0,
+                    _profile_ms(base, x, repeats),
+                    _profile_ms(pruned, x, repeats),
+                )
+            )
+    if profiles:
+        print(
+            "\nWhere the time goes (torch.profiler, self CPU ms per forward). Convolutions would "
+            "scale with MACs at best; norms, activations, adds, concatenations and copies read and "
+            "write every channel once, so they scale with the channel count (0.5) at best."
+        )
+        print(
+            "| model | MACs after / before | conv ms before -> after (ratio) | other ms before -> after (ratio) | other share before |"
+        )
+        print("|---" * 5 + "|")
+        for name, mac_ratio, (c0, o0), (c1, o1) in profiles:
+            print(
+                f"| {name} | {mac_ratio:.3f} | {c0:.1f} -> {c1:.1f} ({c1 / c0:.2f}) "
+                f"| {o0:.1f} -> {o1:.1f} ({o1 / max(o0, 1e-9):.2f}) | {o0 / (c0 + o0):.0%} |",
+                flush=True,
+            )
+        bench_conv_widths(repeats)
+
+
+def bench_conv_widths(repeats: int) -> None:
+    """Throughput of one 3x3 conv (C -> C, batch 8, 64x64, 2 threads) by width C."""
+    print("\nOne 3x3 conv C -> C on (8, C, 64, 64), 2 threads: narrow convs run far below peak.")
+    print("| C | MMACs | ms (min) | GMAC/s |")
+    print("|---|---|---|---|")
+    for c in (8, 16, 32, 64, 128):
+        conv = torch.nn.Conv2d(c, c, 3, padding=1).eval()
+        x = torch.randn(8, c, 64, 64)
+        ((_, ms),) = _interleaved_ms([conv], x, max(repeats, 10))
+        macs = c * c * 9 * 64 * 64 * 8
+        print(f"| {c} | {macs / 1e6:.0f} | {ms:.2f} | {macs / ms / 1e6:.0f} |", flush=True)
 
 
 def main() -> None:
@@ -219,6 +315,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--trials", type=int, default=3, help="panel: fastest of N trials")
     parser.add_argument("--threads", type=int, default=2, help="panel: torch threads")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="panel: batch size (default: panel's)"
+    )
+    parser.add_argument("--spatial", type=int, default=None, help="panel: 2D side (3D: half)")
+    parser.add_argument("--no-profile", action="store_true", help="latency: skip the breakdown")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     try:
@@ -229,9 +330,10 @@ def main() -> None:
     if not args.no_panel:
         warm_up(tp)
         print(f"(fastest of {args.trials} trials, {args.threads} threads, after a warm-up)")
-        bench_panel([n for n in args.models.split(",") if n], tp, args.trials)
+        names = [n for n in args.models.split(",") if n]
+        bench_panel(names, tp, args.trials, args.batch, args.spatial)
     if not args.no_latency:
-        bench_latency(args.size, args.repeats)
+        bench_latency(args.size, args.repeats, not args.no_profile)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from medprune.pipeline import (
     build_model,
     channel_counts,
     environment,
+    evaluate_model,
     load_model,
     resolve_method,
     run_prune,
@@ -179,3 +180,29 @@ def test_seeds_change_training_order_and_calibration_only(setup) -> None:  # noq
     assert calib.shape[0] == 8 and not torch.equal(
         calib, torch.cat([x for x, _ in setup.calibration])
     )
+
+
+def test_3d_segmentation_setup_passes_spatial_dims_and_hd95() -> None:
+    config = load_config(
+        None,
+        {
+            **TINY,
+            "data": {
+                "kind": "synthetic_segmentation",
+                "n_train": 4,
+                "n_val": 2,
+                "n_test": 2,
+                "image_size": 16,
+                "spatial_dims": 3,
+            },
+            "model.name": "auto",
+            "task.hd95": False,
+            "measure.batch_size": 1,
+        },
+    )
+    run = setup_run(config)
+    assert run.task_kind == "segmentation" and run.task.spatial_dims == 3
+    assert run.task.hd95 is False
+    model = build_model(run)
+    metrics = evaluate_model(run, model)
+    assert metrics["hd95"] is None and 0.0 <= metrics["dice"] <= 1.0

@@ -77,6 +77,91 @@ def test_channel_slicing_pins_and_reports():
     assert any(op.startswith("aten.slice") for op, _ in graph.pinned)
 
 
+class GluGate(nn.Module):
+    """A gated unit: ``a, b = conv(x).chunk(2, 1); a * sigmoid(b)`` (or ``tensor_split``)."""
+
+    def __init__(self, width: int = 8, op: str = "chunk") -> None:
+        super().__init__()
+        self.op = op
+        self.conv = nn.Conv2d(3, width, 3, padding=1)
+        self.head = nn.Conv2d(width // 2, 2, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        a, b = y.chunk(2, dim=1) if self.op == "chunk" else torch.tensor_split(y, 2, dim=1)
+        return self.head(F.relu(a) * torch.sigmoid(b))
+
+
+@pytest.mark.parametrize("op", ["chunk", "tensor_split"])
+def test_chunk_into_equal_pieces_prunes_in_pairs(compare, op):
+    graph = build_graph(GluGate(8, op), X2)
+    g = graph.group("conv.out")
+    assert g.prunable and g.n_channels == 4  # 8 conv filters = 4 coupled (a_j, b_j) pairs
+    (w,) = g.members("out", "weight")
+    assert w.index.tolist() == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    pruned, _, plan, _ = compare(GluGate(8, op), X2)
+    removed = plan["conv.out"].numel()
+    assert pruned.conv.out_channels == 8 - 2 * removed
+    assert pruned.head.in_channels == 4 - removed
+
+
+def test_chunk_of_indivisible_channels_pins():
+    model = GluGate(8)
+    model.conv = nn.Conv2d(3, 7, 3, padding=1)  # chunk(2) of 7 channels: pieces of 4 and 3
+    model.head = nn.Conv2d(4, 2, 1)
+
+    def forward(x):
+        a, b = model.conv(x).chunk(2, dim=1)
+        return model.head(a) + b.sum(1, keepdim=True)
+
+    model.forward = forward
+    graph = build_graph(model, X2)
+    assert not graph.group("conv.out").prunable
+    assert any(op.startswith("aten.chunk") for op, _ in graph.pinned)
+
+
+class SplitSizes(nn.Module):
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.how == "split":
+            a, b = torch.split(y, 4, dim=1)
+        elif self.how == "split_with_sizes":
+            a, b = torch.split(y, [4, 4], dim=1)
+        else:
+            a, b = torch.narrow(y, 1, 0, 4), y[:, 4:]
+        return self.head(a * b)
+
+
+@pytest.mark.parametrize("how", ["split", "split_with_sizes", "narrow"])
+def test_fixed_size_splits_pin_with_a_reason(how):
+    graph = build_graph(SplitSizes(how), X2)
+    g = graph.group("conv.out")
+    assert not g.prunable
+    assert "the trace cannot tell" in g.pinned_reason
+
+
+class ChunkSpatial(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        top, bottom = self.conv(x).chunk(2, dim=2)
+        return self.head(torch.cat([bottom, top], dim=2))
+
+
+def test_chunk_along_space_passes_channels_through(compare):
+    assert build_graph(ChunkSpatial(), X2).group("conv.out").prunable
+    compare(ChunkSpatial(), X2)
+
+
 class CumsumChannels(nn.Module):
     def __init__(self) -> None:
         super().__init__()

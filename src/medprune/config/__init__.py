@@ -67,12 +67,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """The task: ``kind`` (``auto`` = from the data), ``loss`` (None = the task's default) and
-    ``class_weights`` (None, ``"balanced"`` = inverse training frequency, or one float per class)."""
+    """The task: ``kind`` (``auto`` = from the data), ``loss`` (None = the task's default),
+    ``class_weights`` (None, ``"balanced"`` = inverse training frequency, or one float per class)
+    and, for segmentation, ``hd95`` (compute the 95% Hausdorff distance at every evaluation; a
+    distance transform per image and class, the slowest metric: ``false`` skips it)."""
 
     kind: Literal["auto", "classification", "segmentation"] = "auto"
     loss: str | None = None
     class_weights: str | list[float] | None = None
+    hd95: bool = True
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,22 @@ cat / stack, slicing and splitting, reductions and softmax.
 
 All decisions are made from the traced shapes. A flatten that merges the channel dim with the
 spatial dims repeats each label ``prod(S)`` times, so a following linear layer gets index rows of
-length ``H*W``. Slicing or splitting *along* the channel dim uses sizes fixed in the model's code,
-so it pins the channels (the model would otherwise break); along other dims it passes through.
+length ``H*W``.
+
+Splitting *along* the channel dim:
+
+- ``chunk(k)`` / ``tensor_split(k)`` (a number of equal pieces) split at ``C / k`` of whatever
+  ``C`` the tensor has at run time, so they stay correct after pruning as long as every piece
+  loses the same positions: channel ``j`` of piece ``i`` is coupled with channel ``j`` of piece
+  0 (a GLU gate ``a, b = x.chunk(2, 1); a * sigmoid(b)`` prunes in pairs). A channel count not
+  divisible by ``k`` pins.
+- ``slice`` / ``narrow`` / ``select`` / ``split(size)`` / ``split_with_sizes`` / ``unbind``
+  carry their bounds as integers in the traced graph, and the trace cannot tell a literal
+  ``x[:, :16]`` from ``x[:, : x.shape[1] // 2]``. Pruning any channel of the sliced tensor
+  could move the bounds or leave them stale, so its channels are pinned and the op is reported.
+  A slice that keeps the whole channel dim passes through.
+
+Along any other dim these ops pass the channel labels through.
 """
 
 from __future__ import annotations
@@ -225,8 +239,11 @@ def _stack(state: State, node: torch.fx.Node, parts: list[Any], dim: int) -> Non
     _couple_all(state, node, values, cdim)
 
 
+EQUAL_PIECES = ("chunk", "unsafe_chunk", "tensor_split")
+
+
 def slicing(state: State, node: torch.fx.Node, name: str) -> None:
-    """slice / select / narrow / split / chunk / unbind: pins along channels, else passes through."""
+    """slice / select / narrow / split / chunk / unbind (see the module doc for channels)."""
     x, in_shape = _input(state, node)
     if x is None:
         _untracked_or_unknown(state, node)
@@ -234,7 +251,7 @@ def slicing(state: State, node: torch.fx.Node, name: str) -> None:
     nd = len(in_shape)
     dim_pos = 1
     dim = node.args[dim_pos] if len(node.args) > dim_pos else node.kwargs.get("dim", 0)
-    if name in ("split", "split_with_sizes", "chunk", "tensor_split"):
+    if name in ("split", "split_with_sizes", "unsafe_split", *EQUAL_PIECES):
         dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
     dim = _norm_dim(int(dim), nd)
     shapes = meta_shapes(node)
@@ -242,11 +259,39 @@ def slicing(state: State, node: torch.fx.Node, name: str) -> None:
         if name == "slice" and shapes[0] is not None and shapes[0][dim] == in_shape[dim]:
             state.set(node, Chan(x.dim, x.labels, x.zero))
             return
-        unknown(state, node, f"{name} along channels uses sizes fixed in the model's code")
+        if name in EQUAL_PIECES and _equal_pieces(state, node, x):
+            return
+        unknown(
+            state,
+            node,
+            f"{name} along channels: its bounds are integers in the traced graph "
+            "(a literal or x.shape-derived; the trace cannot tell), so the sliced channels are kept",
+        )
         return
     removes_dim = name in ("select", "unbind")
     new = x.dim - 1 if removes_dim and dim < x.dim else x.dim
     _set_outputs(state, node, lambda s: Chan(new, x.labels, x.zero))
+
+
+def _equal_pieces(state: State, node: torch.fx.Node, x: Chan) -> bool:
+    """chunk(k) / tensor_split(k) into equal pieces: couple position ``j`` of every piece.
+
+    Returns False (the caller pins) when the pieces are not ``k`` equal parts of the channels.
+    """
+    sections = node.args[1] if len(node.args) > 1 else node.kwargs.get("chunks")
+    shapes = meta_shapes(node)
+    c = x.labels.size
+    if not isinstance(sections, int) or sections < 1 or c % sections:
+        return False
+    size = c // sections
+    if len(shapes) != sections or any(s is None or s[x.dim] != size for s in shapes):
+        return False
+    labels = x.labels.reshape(sections, size)
+    zeros = x.zero.reshape(sections, size)
+    for i in range(1, sections):
+        state.couple(labels[0], labels[i])
+    state.set(node, [Chan(x.dim, labels[i].copy(), zeros[i].copy()) for i in range(sections)])
+    return True
 
 
 def reduction(state: State, node: torch.fx.Node, name: str) -> None:
@@ -321,6 +366,8 @@ SHAPE_RULES = {
     "split": slicing,
     "split_with_sizes": slicing,
     "chunk": slicing,
+    "unsafe_chunk": slicing,
+    "unsafe_split": slicing,
     "unbind": slicing,
     "tensor_split": slicing,
     **{n: reduction for n in ("mean", "sum", "amax", "amin", "std", "var", "prod", "max", "min")},

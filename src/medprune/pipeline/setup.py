@@ -169,6 +169,9 @@ def setup_run(config: RunConfig) -> RunSetup:
     weights = _class_weights(config, splits, kind)
     if weights is not None:
         task_kwargs["class_weights"] = weights
+    if kind == "segmentation":
+        task_kwargs["hd95"] = bool(config.task.hd95)
+        task_kwargs["spatial_dims"] = int(getattr(splits, "spatial_dims", 2))
     task = create_task(kind, num_classes=int(splits.num_classes), **task_kwargs)
     train_loader, val_loader, test_loader, calibration = _loaders(config, splits, kind)
     x0 = splits.test[0][0]
