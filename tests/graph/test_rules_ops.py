@@ -162,6 +162,76 @@ def test_chunk_along_space_passes_channels_through(compare):
     compare(ChunkSpatial(), X2)
 
 
+class Shuffles(nn.Module):
+    """conv -> pixel_shuffle / pixel_unshuffle / channel_shuffle -> conv."""
+
+    def __init__(self, op: str) -> None:
+        super().__init__()
+        self.op = op
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.shuffle = {
+            "pixel_shuffle": nn.PixelShuffle(2),
+            "pixel_unshuffle": nn.PixelUnshuffle(2),
+            "channel_shuffle": nn.ChannelShuffle(4),
+        }[op]
+        c_out = {"pixel_shuffle": 4, "pixel_unshuffle": 64, "channel_shuffle": 16}[op]
+        self.head = nn.Conv2d(c_out, 2, 1)
+
+    def forward(self, x):
+        return self.head(F.relu(self.shuffle(F.relu(self.conv(x)))))
+
+
+@pytest.mark.parametrize(
+    ("op", "n_channels", "per_channel"),
+    [("pixel_shuffle", 4, 4), ("pixel_unshuffle", 16, 1), ("channel_shuffle", 4, 4)],
+)
+def test_pixel_and_channel_shuffles_prune_whole_blocks(compare, op, n_channels, per_channel):
+    graph = build_graph(Shuffles(op), X2)
+    g = graph.group("conv.out")
+    assert g.prunable and g.n_channels == n_channels
+    (w,) = [s for s in g.members("out", "weight") if s.module_name == "conv"]
+    assert w.index.shape == (n_channels, per_channel)
+    pruned, _, plan, _ = compare(Shuffles(op), X2)
+    assert pruned.conv.out_channels == 16 - per_channel * plan["conv.out"].numel()
+
+
+def test_channel_shuffle_couples_position_i_of_every_group():
+    graph = build_graph(Shuffles("channel_shuffle"), X2)
+    (w,) = [s for s in graph.group("conv.out").members("out", "weight") if s.module_name == "conv"]
+    assert w.index.tolist() == [[0, 4, 8, 12], [1, 5, 9, 13], [2, 6, 10, 14], [3, 7, 11, 15]]
+
+
+class ChannelSplitReshapes(nn.Module):
+    """MONAI's SubpixelUpsample (a reshape that splits the channel dim) or a hand-written
+    group norm (``x.view(B, groups, -1)``): the same traced reshape, opposite meanings."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        from monai.networks.blocks import SubpixelUpsample
+
+        self.kind = kind
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.up = SubpixelUpsample(2, 8, 8, scale_factor=2)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.kind == "subpixel":
+            return self.head(self.up(y))
+        b, c, h, w = y.shape
+        g = y.view(b, 2, -1)
+        g = (g - g.mean(-1, keepdim=True)) / (g.std(-1, keepdim=True) + 1e-5)
+        return self.head(g.view(b, c, h, w))
+
+
+@pytest.mark.parametrize("kind", ["subpixel", "manual_group_norm"])
+def test_reshape_splitting_channels_pins_with_a_reason(kind):
+    graph = build_graph(ChannelSplitReshapes(kind), X2)
+    producer = "up.conv_block.out" if kind == "subpixel" else "conv.out"
+    assert not graph.group(producer).prunable
+    assert "splits the channel dim" in graph.group(producer).pinned_reason
+
+
 class CumsumChannels(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -7,11 +7,8 @@ length ``H*W``.
 
 Splitting *along* the channel dim:
 
-- ``chunk(k)`` / ``tensor_split(k)`` (a number of equal pieces) split at ``C / k`` of whatever
-  ``C`` the tensor has at run time, so they stay correct after pruning as long as every piece
-  loses the same positions: channel ``j`` of piece ``i`` is coupled with channel ``j`` of piece
-  0 (a GLU gate ``a, b = x.chunk(2, 1); a * sigmoid(b)`` prunes in pairs). A channel count not
-  divisible by ``k`` pins.
+- ``chunk(k)`` / ``tensor_split(k)`` into equal pieces couple position ``j`` of every piece
+  (see :mod:`medprune.graph.rules_blocks`, with the pixel and channel shuffles).
 - ``slice`` / ``narrow`` / ``select`` / ``split(size)`` / ``split_with_sizes`` / ``unbind``
   carry their bounds as integers in the traced graph, and the trace cannot tell a literal
   ``x[:, :16]`` from ``x[:, : x.shape[1] // 2]``. Pruning any channel of the sliced tensor
@@ -39,6 +36,7 @@ from medprune.graph.propagate import (
     out_shape,
 )
 from medprune.graph.rules import _set_outputs, _untracked_or_unknown, unknown
+from medprune.graph.rules_blocks import BLOCK_RULES, equal_pieces
 
 __all__ = ["SHAPE_RULES"]
 
@@ -123,7 +121,12 @@ def reshape(state: State, node: torch.fx.Node, name: str) -> None:
         r = shape[dp] // c  # flatten: one channel = r consecutive positions
         state.set(node, Chan(dp, np.repeat(x.labels, r), np.repeat(x.zero, r)))
         return
-    unknown(state, node, f"{name} splits the channel dim ({c} -> {shape[dp]})")
+    unknown(
+        state,
+        node,
+        f"{name} splits the channel dim ({c} -> {shape[dp]}); the trace cannot tell whether the "
+        "code fixes the block size (pixel shuffle) or the block count (x.view(B, groups, -1))",
+    )
 
 
 def permute(state: State, node: torch.fx.Node, name: str) -> None:
@@ -259,7 +262,7 @@ def slicing(state: State, node: torch.fx.Node, name: str) -> None:
         if name == "slice" and shapes[0] is not None and shapes[0][dim] == in_shape[dim]:
             state.set(node, Chan(x.dim, x.labels, x.zero))
             return
-        if name in EQUAL_PIECES and _equal_pieces(state, node, x):
+        if name in EQUAL_PIECES and equal_pieces(state, node, x):
             return
         unknown(
             state,
@@ -271,27 +274,6 @@ def slicing(state: State, node: torch.fx.Node, name: str) -> None:
     removes_dim = name in ("select", "unbind")
     new = x.dim - 1 if removes_dim and dim < x.dim else x.dim
     _set_outputs(state, node, lambda s: Chan(new, x.labels, x.zero))
-
-
-def _equal_pieces(state: State, node: torch.fx.Node, x: Chan) -> bool:
-    """chunk(k) / tensor_split(k) into equal pieces: couple position ``j`` of every piece.
-
-    Returns False (the caller pins) when the pieces are not ``k`` equal parts of the channels.
-    """
-    sections = node.args[1] if len(node.args) > 1 else node.kwargs.get("chunks")
-    shapes = meta_shapes(node)
-    c = x.labels.size
-    if not isinstance(sections, int) or sections < 1 or c % sections:
-        return False
-    size = c // sections
-    if len(shapes) != sections or any(s is None or s[x.dim] != size for s in shapes):
-        return False
-    labels = x.labels.reshape(sections, size)
-    zeros = x.zero.reshape(sections, size)
-    for i in range(1, sections):
-        state.couple(labels[0], labels[i])
-    state.set(node, [Chan(x.dim, labels[i].copy(), zeros[i].copy()) for i in range(sections)])
-    return True
 
 
 def reduction(state: State, node: torch.fx.Node, name: str) -> None:
@@ -371,6 +353,7 @@ SHAPE_RULES = {
     "unbind": slicing,
     "tensor_split": slicing,
     **{n: reduction for n in ("mean", "sum", "amax", "amin", "std", "var", "prod", "max", "min")},
+    **BLOCK_RULES,
     "softmax": softmax,
     "log_softmax": softmax,
     "_softmax": softmax,

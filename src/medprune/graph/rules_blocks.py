@@ -1,0 +1,120 @@
+"""Propagation rules for ops that move whole *blocks* of channels: equal-piece splits, pixel
+(un)shuffle and channel shuffle.
+
+Each of these keeps the model correct after pruning only if every block loses the same
+positions, so the rule couples positions instead of pinning them:
+
+- ``chunk(k)`` / ``tensor_split(k)``: channel ``j`` of every piece is one removable channel (a
+  GLU gate ``a, b = x.chunk(2, 1)`` prunes ``a_j`` with ``b_j``). The pieces are cut at ``C / k``
+  of the run-time ``C``, so the split stays right after pruning.
+- ``pixel_shuffle(r)``: output channel ``j`` is built from the ``r**2`` input channels
+  ``j*r*r ..``; those are coupled into one removable channel.
+- ``pixel_unshuffle(r)``: input channel ``c`` becomes ``r**2`` consecutive output channels, which
+  carry ``c``'s label (copies, like ``repeat``).
+- ``channel_shuffle(g)``: a permutation of ``g`` groups of ``n`` channels; position ``i`` of every
+  group is coupled so that ``n`` shrinks evenly.
+
+Every one of these ops fixes one side of the block layout in its arguments (the block size ``r``,
+the piece or group count ``k`` / ``g``) and derives the other from the run-time channel count, so
+the coupling above is exact. A plain reshape that splits the channel dim (MONAI's
+``SubpixelUpsample`` does ``x.reshape(B, C // r**d, r, .., *S)``) is pinned instead: the trace
+cannot tell that pattern from ``x.view(B, groups, -1, *S)`` (a hand-written group norm), and the
+two need opposite couplings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from medprune.graph.propagate import Chan, State, meta_shapes, out_shape
+from medprune.graph.rules import _untracked_or_unknown, unknown
+
+__all__ = ["BLOCK_RULES", "equal_pieces"]
+
+
+def _couple_columns(state: State, blocks: np.ndarray) -> None:
+    """Couple every column of ``blocks`` (shape ``(n, k)``) with its first column."""
+    for i in range(1, blocks.shape[1]):
+        state.couple(blocks[:, 0], blocks[:, i])
+
+
+def equal_pieces(state: State, node: torch.fx.Node, x: Chan) -> bool:
+    """chunk(k) / tensor_split(k) along the channel dim into equal pieces.
+
+    Returns False (the caller pins) when the pieces are not ``k`` equal parts of the channels.
+    """
+    sections = node.args[1] if len(node.args) > 1 else node.kwargs.get("chunks")
+    shapes = meta_shapes(node)
+    c = x.labels.size
+    if not isinstance(sections, int) or sections < 1 or c % sections:
+        return False
+    size = c // sections
+    if len(shapes) != sections or any(s is None or s[x.dim] != size for s in shapes):
+        return False
+    labels = x.labels.reshape(sections, size)
+    zeros = x.zero.reshape(sections, size)
+    _couple_columns(state, labels.T)
+    state.set(node, [Chan(x.dim, labels[i].copy(), zeros[i].copy()) for i in range(sections)])
+    return True
+
+
+def _merge_blocks(state: State, x: Chan, k: int, dim: int) -> Chan:
+    """Channels in consecutive blocks of ``k`` become one channel each (labels coupled)."""
+    blocks = x.labels.reshape(-1, k)
+    _couple_columns(state, blocks)
+    return Chan(dim, blocks[:, 0].copy(), x.zero.reshape(-1, k).all(axis=1))
+
+
+def _channel_input(state: State, node: torch.fx.Node) -> tuple[Chan | None, tuple[int, ...]]:
+    x = state.val(node.args[0])
+    shape = out_shape(node.args[0]) if isinstance(node.args[0], torch.fx.Node) else None
+    if isinstance(x, Chan) and shape is not None and x.dim == len(shape) - 3:
+        return x, shape  # (*, C, H, W): the op's channel dim is the tracked one
+    return None, ()
+
+
+def pixel_shuffle(state: State, node: torch.fx.Node, name: str) -> None:
+    """pixel_shuffle(r): ``(*, C*r*r, H, W) -> (*, C, H*r, W*r)``."""
+    x, _ = _channel_input(state, node)
+    if x is None:
+        _untracked_or_unknown(state, node)
+        return
+    k = int(node.args[1]) ** 2
+    if x.labels.size % k:
+        unknown(state, node, f"{name} of {x.labels.size} channels by {k}")
+        return
+    state.set(node, _merge_blocks(state, x, k, x.dim))
+
+
+def pixel_unshuffle(state: State, node: torch.fx.Node, name: str) -> None:
+    """pixel_unshuffle(r): ``(*, C, H*r, W*r) -> (*, C*r*r, H, W)``; channel ``c`` -> ``r*r`` copies."""
+    x, _ = _channel_input(state, node)
+    if x is None:
+        _untracked_or_unknown(state, node)
+        return
+    k = int(node.args[1]) ** 2
+    state.set(node, Chan(x.dim, np.repeat(x.labels, k), np.repeat(x.zero, k)))
+
+
+def channel_shuffle(state: State, node: torch.fx.Node, name: str) -> None:
+    """channel_shuffle(g): ``(g, n)`` channels read out as ``(n, g)``; position ``i`` of every
+    group is coupled so every group keeps the same size."""
+    x = state.val(node.args[0])
+    shape = out_shape(node.args[0]) if isinstance(node.args[0], torch.fx.Node) else None
+    groups = int(node.args[1])
+    if not isinstance(x, Chan) or shape is None or x.dim != 1 or x.labels.size % groups:
+        unknown(state, node, f"{name} whose channel dim is not dim 1 or not divisible by groups")
+        return
+    n = x.labels.size // groups
+    table = x.labels.reshape(groups, n)
+    _couple_columns(state, table.T)
+    state.set(node, Chan(1, table.T.reshape(-1).copy(), x.zero.reshape(groups, n).T.reshape(-1)))
+
+
+BLOCK_RULES = {
+    "pixel_shuffle": pixel_shuffle,
+    "pixel_unshuffle": pixel_unshuffle,
+    "channel_shuffle": channel_shuffle,
+    "native_channel_shuffle": channel_shuffle,
+}
