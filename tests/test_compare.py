@@ -165,6 +165,56 @@ def test_compare_refuses_a_folder_of_another_setup(tmp_path: Path, fake_methods:
         )
 
 
+def test_compare_continues_a_method_killed_mid_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C inside sfp's second epoch: the rerun trains only the missing epoch, gives the
+    uninterrupted record, and deletes the run's train_state folder once the record is written."""
+    import medprune.tasks
+    from medprune.methods._phases import PhaseStamp
+    from medprune.tasks import TrainCallback, train
+
+    class Watch(TrainCallback):
+        def __init__(self, kill_at: int | None) -> None:
+            self.kill_at, self.steps, self.epochs = kill_at, 0, 0
+
+        def after_step(self, state: object) -> None:
+            self.steps += 1
+            if self.steps == self.kill_at:
+                raise KeyboardInterrupt
+
+        def on_epoch_end(self, state: object) -> None:
+            self.epochs += 1
+
+    watch = Watch(None)
+
+    def watched_train(*args, callbacks=(), **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if any(isinstance(cb, PhaseStamp) for cb in callbacks):  # method phases only
+            callbacks = [*callbacks, watch]
+        return train(*args, callbacks=callbacks, **kwargs)
+
+    monkeypatch.setattr(medprune.tasks, "train", watched_train)
+    overrides = {**TINY, "compare.methods": ["sfp"], "compare.targets": [0.5],
+                 "prune.finetune": {"epochs": 2}, "prune.target": "ratio"}  # fmt: skip
+    config = load_config(None, overrides)
+    full = run_compare(config, out=tmp_path / "full")
+    assert watch.epochs == 2 and not (tmp_path / "full" / "runs").exists()
+
+    out = tmp_path / "killed"
+    watch.kill_at, watch.steps, watch.epochs = 3, 0, 0  # 2 steps per epoch: inside epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(config, out=out)
+    assert (out / "runs" / "sfp-0.5-seed0" / "train_state" / "sfp.pt").is_file()
+    assert not (out / "runs" / "finetune_only-0-seed0").exists()  # recorded: its state deleted
+    watch.kill_at, watch.steps, watch.epochs = None, 0, 0
+    resumed = run_compare(config, out=out)
+    assert watch.epochs == 1  # only the epoch the kill lost
+    assert not (out / "runs").exists()
+    want, got = full.records[-1], resumed.records[-1]
+    assert got["key"] == "sfp@0.5#0" and got["status"] == "ok"
+    assert got["metrics"] == want["metrics"] and got["channels"] == want["channels"]
+
+
 @pytest.mark.slow
 def test_compare_survives_a_killed_process(tmp_path: Path) -> None:
     """SIGKILL the real CLI after its first finished cell, rerun, and nothing is redone."""

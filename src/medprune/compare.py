@@ -3,7 +3,9 @@
 The base model is trained once (or loaded); each grid cell then prunes a copy of it with the same
 data, calibration subset, fine-tuning recipe and seed. Each finished cell is appended to
 ``results.jsonl`` at once (one line, flushed and fsynced), so a killed comparison restarts where
-it stopped without redoing finished cells::
+it stopped without redoing finished cells; a cell interrupted mid-training continues from its
+last finished epoch (its method's phases checkpoint to ``runs/<cell>/train_state/``, a folder
+deleted once the cell's record is written; a failed cell keeps it, so ``retry_failed`` resumes)::
 
     result = run_compare(load_config("run.yaml", {"compare.methods": "l1,hrank,beta_rank"}))
     result.records      # base + one record per cell, as in results.jsonl
@@ -80,6 +82,7 @@ def run_grid(
     *,
     retry_failed: bool = False,
     progress: bool = True,
+    on_recorded: Callable[[GridCell, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every cell not yet in ``results_path``; return the records of all cells in grid order.
 
@@ -90,6 +93,7 @@ def run_grid(
         results_path: the JSON-lines file (created; earlier records are kept).
         retry_failed: rerun cells whose earlier record failed.
         progress: show a progress bar for the grid.
+        on_recorded: called with each cell and its record once the record is on disk.
     """
     done: dict[str, dict[str, Any]] = {}
     for record in read_jsonl(results_path):
@@ -136,6 +140,8 @@ def run_grid(
             record.setdefault("status", "ok")
             append_record(results_path, record)
             done[cell.key] = record
+            if on_recorded is not None:
+                on_recorded(cell, record)
             bar.update(1)
     finally:
         bar.close()
@@ -170,7 +176,9 @@ def run_compare(
 
     Writes into ``out`` (default ``config.out``): ``config.resolved.yaml``, ``base/model.pt``,
     ``results.jsonl`` (the base record first, then one line per cell), ``report.md``,
-    ``report.html`` and ``plots/``. Rerunning with the same ``out`` resumes.
+    ``report.html`` and ``plots/``; while a cell trains, ``runs/<cell>/train_state/`` (its epoch
+    checkpoints, deleted once the cell succeeded). Rerunning with the same ``out`` resumes, an
+    interrupted cell from its last finished epoch.
 
     Raises:
         ConfigError: an unknown method / criterion name (before any training), or a resumed
@@ -186,6 +194,7 @@ def run_compare(
         setup_run,
     )
     from medprune.pipeline.files import environment, write_json
+    from medprune.pipeline.runs import discard_train_state, train_state_dir
 
     out_dir = Path(out or config.out)
     cc = config.compare
@@ -207,15 +216,29 @@ def run_compare(
     if cc.finetune_control and config.prune.finetune.epochs > 0:
         cells = [GridCell(FINETUNE_CONTROL, 0.0, s) for s in cc.seeds] + cells
 
+    def state_dir(cell: GridCell) -> Path:
+        return train_state_dir(out_dir, cell.name, cell.target, cell.seed)
+
     def run_one(cell: GridCell) -> dict[str, Any]:
         if cell.name == FINETUNE_CONTROL:
-            return finetune_record(setup, base, seed=cell.seed)
+            return finetune_record(setup, base, seed=cell.seed, checkpoint_dir=state_dir(cell))
         target = make_target(config.prune.target, cell.target)
-        record, _ = run_record(setup, base, cell.name, target, seed=cell.seed)
+        record, _ = run_record(
+            setup, base, cell.name, target, seed=cell.seed, checkpoint_dir=state_dir(cell)
+        )
         return record
 
+    def recorded(cell: GridCell, record: dict[str, Any]) -> None:
+        if record.get("status") == "ok":
+            discard_train_state(state_dir(cell))
+
     records = run_grid(
-        cells, run_one, results, retry_failed=cc.retry_failed, progress=config.progress
+        cells,
+        run_one,
+        results,
+        retry_failed=cc.retry_failed,
+        progress=config.progress,
+        on_recorded=recorded,
     )
     all_records = [base_rec, *records]
     write_json(out_dir / "summary.json", summarize(all_records))

@@ -8,13 +8,14 @@ methods derive from :class:`medprune.tasks.TrainCallback` (``CallbackBase``).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from medprune.errors import ConfigError
+from medprune.methods._phases import PhaseStamp, phase_path, resume_phase, weights_digest
 from medprune.methods.base import MethodContext, Target
 from medprune.tasks.callbacks import TrainCallback
 from medprune.tasks.recipe import TrainRecipe
@@ -62,20 +63,54 @@ def fit(
     recipe: TrainRecipe | None = None,
     task: Any = None,
     val_loader: Iterable[Any] | None = None,
+    phase: str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``model`` in place with :func:`medprune.tasks.train`; returns its per-epoch history."""
+    """Train ``model`` in place with :func:`medprune.tasks.train`; returns its per-epoch history.
+
+    Args:
+        model: the model to train (its current weights are the phase's starting point).
+        context: task, loaders, recipe, seed, device and ``checkpoint_dir``.
+        callbacks: the method's :class:`~medprune.tasks.TrainCallback` objects.
+        recipe: overrides ``context.recipe``.
+        task: overrides ``context.task`` (e.g. a class-weighted copy).
+        val_loader: validation batches passed to ``train``.
+        phase: name of this training phase, unique within the method run (``"sauron"``,
+            ``"finetune_step1_attempt0"``). With ``context.checkpoint_dir`` set, the phase is
+            checkpointed to ``<checkpoint_dir>/<phase>.pt`` every epoch and resumed from it (see
+            :mod:`medprune.methods._phases`); None = never checkpointed.
+        options: the method settings that change what this phase computes (target, criterion,
+            schedule...), part of the fingerprint that refuses a checkpoint of another run.
+    """
     from medprune.tasks import train
 
     recipe = recipe if recipe is not None else context.recipe
     if recipe.epochs == 0:
         return []
+    task = task if task is not None else context.task
+    callbacks = list(callbacks)
+    path, resume = None, False
+    if context.checkpoint_dir is not None and phase is not None:
+        path = phase_path(context.checkpoint_dir, phase)
+        config = {
+            "phase": phase,
+            "options": options or {},
+            "recipe": recipe,
+            "seed": context.seed,
+            "task": task.config() if hasattr(task, "config") else task,
+        }
+        stamp = PhaseStamp(phase, config, weights_digest(model))
+        resume = resume_phase(path, stamp)
+        callbacks = [stamp, *callbacks]
     result = train(
         model,
-        task if task is not None else context.task,
+        task,
         context.train_loader,
         recipe,
         val_loader=val_loader,
-        callbacks=list(callbacks),
+        callbacks=callbacks,
+        checkpoint_path=path,
+        resume=resume,
         seed=context.seed,
         device=context.device,
         progress=context.progress,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ def prune(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
 ) -> PruneResult:
     """Prune ``model`` to a budget with one criterion, optionally fine-tuning after each step.
 
@@ -68,6 +70,9 @@ def prune(
         seed: seed for fine-tuning.
         device: torch device.
         progress: progress bars.
+        checkpoint_dir: folder where every fine-tuning checkpoints each epoch; calling again with
+            the same folder skips finished fine-tunings and resumes an interrupted one (see
+            :class:`~medprune.methods.base.MethodContext`).
 
     Raises:
         ConfigError: any invalid argument, before anything expensive runs.
@@ -108,6 +113,7 @@ def prune(
         device=device,
         guard=guard,
         progress=progress,
+        checkpoint_dir=checkpoint_dir,
     )
     validate_context(context, crit, method="prune")
     common: dict[str, Any] = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -78,6 +79,13 @@ class MethodContext:
         guard: optional acceptance check applied after each pruning step.
         progress: show progress bars.
         log: callable receiving one dict per event (step finished, criterion chosen, ...).
+        checkpoint_dir: folder for resumable training (one per method run). When set, every
+            training phase of the method (``"sauron"``, ``"sfp"``, ``"finetune_step1_attempt0"``,
+            ``"lottery_round2_attempt0"``...) writes ``<checkpoint_dir>/<phase>.pt`` atomically
+            after each epoch; calling the method again with the same folder skips finished phases
+            and continues an interrupted one from its last epoch (the same final weights on CPU).
+            A file of another configuration raises :class:`~medprune.errors.CheckpointError`.
+            The files are kept until the caller deletes the folder. None: no checkpoints.
     """
 
     task: Any = None
@@ -90,6 +98,7 @@ class MethodContext:
     guard: Guard | None = None
     progress: bool = True
     log: Callable[[dict[str, Any]], None] | None = None
+    checkpoint_dir: Path | str | None = None
 
     def emit(self, event: dict[str, Any]) -> None:
         if self.log is not None:

@@ -112,7 +112,11 @@ def select_masks(
 
 
 class MaskCallback(CallbackBase):
-    """Holds masked weights at zero during training; optionally snapshots the weights at epoch ``k``."""
+    """Holds masked weights at zero during training; may snapshot the weights after epoch ``k``.
+
+    Resumable: :meth:`state_dict` holds the epoch count and the snapshot, so a dense training
+    resumed after epoch ``k`` still has its rewind point.
+    """
 
     def __init__(self, masks: dict[str, torch.Tensor], *, snapshot_epoch: int = 0) -> None:
         self.masks = masks
@@ -142,6 +146,14 @@ class MaskCallback(CallbackBase):
         self._epochs += 1
         if self._epochs == self.snapshot_epoch:
             self.snapshot_ = copy.deepcopy(unwrap(state.model).state_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": self._epochs, "snapshot": self.snapshot_}
+
+    def load_state_dict(self, state_dict: dict[str, Any], model: nn.Module) -> None:
+        self._epochs = int(state_dict["epochs"])
+        snapshot = state_dict.get("snapshot")
+        self.snapshot_ = None if snapshot is None else dict(snapshot)
 
 
 class WeightedLoss(nn.Module):
@@ -286,10 +298,24 @@ def lottery(
         important_class = minority_class(context.train_loader)
     weights = _base_weights(class_weights, counts)
 
+    settings = dict(  # what the phases compute, for their checkpoint fingerprints
+        target=target, prune_fraction=prune_fraction, rounds=rounds, scope=scope,
+        criterion=criterion, rewind_epoch=rewind_epoch, include_bias=include_bias,
+        include_head=include_head, important_class=important_class,
+        important_weight=important_weight, loss=loss, fn_tolerance=fn_tolerance,
+        weight_growth=weight_growth, max_retries=max_retries,
+    )  # fmt: skip
     state0 = copy.deepcopy(model.state_dict())
     dense_cb = MaskCallback(masks, snapshot_epoch=rewind_epoch)
     if train_dense:
-        fit(model, context, callbacks=[dense_cb], task=_task(context.task, weights, loss))
+        fit(
+            model,
+            context,
+            callbacks=[dense_cb],
+            task=_task(context.task, weights, loss),
+            phase="lottery_dense",
+            options={**settings, "class_weights": weights.tolist()},
+        )
     rewind = dense_cb.snapshot_ if rewind_epoch > 0 else state0
     if rewind is None:
         raise ConfigError(f"rewind_epoch={rewind_epoch} was never reached during dense training.")
@@ -316,7 +342,14 @@ def lottery(
             model.load_state_dict(rewind)
             cb = MaskCallback(new_masks)
             cb.apply(model)
-            fit(model, context, callbacks=[cb], task=_task(context.task, weights, loss))
+            fit(
+                model,
+                context,
+                callbacks=[cb],
+                task=_task(context.task, weights, loss),
+                phase=f"lottery_round{round_idx}_attempt{attempt}",
+                options={**settings, "class_weights": weights.tolist(), "masks": new_masks},
+            )
             metrics = evaluate(model, context.task, context.val_loader)
             ok, info = guard.verdict(metrics)
             record = _round_record(round_idx, attempt, metrics, remaining, weights)

@@ -181,12 +181,14 @@ def _mfp_chooser(
     min_channels: int,
     scope: str,
     context: MethodContext,
-    choices: list[dict[str, Any]],
 ) -> Callable[[Any], Chooser]:
+    """Chooser returning ``(selection, {"winner", "attribute", "values"})``: the choice travels in
+    the soft-pruning history (and so in its epoch checkpoints)."""
+
     def make(graph: Any) -> Chooser:
         built = {spec: make_criterion(spec) for spec in criteria}
 
-        def choose(graph: Any, step: int) -> Selection:
+        def choose(graph: Any, step: int) -> tuple[Selection, dict[str, Any]]:
             batches = _batches(context, n_batches) if attribute.needs_data else []
             candidates = {}
             values = {}
@@ -198,10 +200,9 @@ def _mfp_chooser(
                 values[spec] = float(attribute.fn(graph, candidates[spec], batches, context.task))
             pick = max if attribute.higher_is_better else min
             winner = pick(values, key=lambda k: values[k])
-            record = {"step": step, "winner": winner, "attribute": attribute_name, "values": values}
-            choices.append(record)
-            context.emit({"event": "mfp_choice", "method": "mfp", **record})
-            return candidates[winner]
+            record = {"winner": winner, "attribute": attribute_name, "values": values}
+            context.emit({"event": "mfp_choice", "method": "mfp", "step": step, **record})
+            return candidates[winner], record
 
         return choose
 
@@ -256,33 +257,30 @@ def mfp(
     if not isinstance(attribute_batches, int) or attribute_batches < 1:
         raise ConfigError(f"attribute_batches must be an integer >= 1; got {attribute_batches!r}.")
     validate_soft_options(interval, ignore, min_channels, scope, mask_scope)
-    choices: list[dict[str, Any]] = []
     result = run_soft(
         model,
         example_inputs,
         context=context,
         method="mfp",
         make_chooser=_mfp_chooser(
-            criteria,
-            meta,
-            attribute,
-            attribute_batches,
-            target,
-            min_channels,
-            scope,
-            context,
-            choices,
+            criteria, meta, attribute, attribute_batches, target, min_channels, scope, context
         ),
         interval=interval,
         mask_grads=mask_grads,
         reset_optimizer_state=reset_optimizer_state,
         mask_scope=mask_scope,
         ignore=ignore,
+        options=dict(
+            target=target,
+            criteria=list(criteria),
+            attribute=attribute,
+            attribute_batches=attribute_batches,
+            min_channels=min_channels,
+            scope=scope,
+        ),
     )
-    for entry, choice in zip(result.history, choices, strict=True):
-        entry.update(winner=choice["winner"], attribute=attribute, values=choice["values"])
     wins: dict[str, int] = {}
-    for choice in choices:
-        wins[choice["winner"]] = wins.get(choice["winner"], 0) + 1
+    for entry in result.history:
+        wins[entry["winner"]] = wins.get(entry["winner"], 0) + 1
     result.summary["criterion_wins"] = wins
     return result

@@ -219,6 +219,45 @@ class SauronCallback(CallbackBase):
             self.stopped = True
         self._reset_epoch()
 
+    # -- resuming from an epoch checkpoint ---------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The removals done so far, the threshold schedule and the loss / epoch histories."""
+        return {
+            "steps": [copy.deepcopy(step.removed) for step in self.steps],
+            "layers": {
+                k: {"tau": v.tau, "patience": v.patience, "channels": list(v.channels)}
+                for k, v in self.layers.items()
+            },
+            "history": copy.deepcopy(self.history_),
+            "train_losses": list(self.train_losses),
+            "val_losses": list(self.val_losses),
+            "stopped": self.stopped,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any], model: nn.Module) -> None:
+        """Replay the recorded removals on ``model`` (the unpruned starting model), so that the
+        checkpoint's smaller weights fit, and restore the schedule."""
+        from medprune.graph import build_graph, prune_channels
+
+        model = unwrap(model)
+        self.steps = []
+        for removed in state_dict["steps"]:
+            self.steps.append(prune_channels(model, self.graph, removed))
+            self.graph = build_graph(model, self.example_inputs, ignore=self.opt["ignore"])
+        self.layers = {
+            k: LayerSchedule(
+                tau=float(v["tau"]),
+                patience=int(v["patience"]),
+                channels=[int(c) for c in v["channels"]],
+            )
+            for k, v in state_dict["layers"].items()
+        }
+        self.history_ = copy.deepcopy(list(state_dict["history"]))
+        self.train_losses = [float(v) for v in state_dict["train_losses"]]
+        self.val_losses = [float(v) for v in state_dict["val_losses"]]
+        self.stopped = bool(state_dict["stopped"])
+        self._reset_epoch()
+
     # -- decisions ---------------------------------------------------------------------------------
     def _epoch_distances(self) -> dict[str, torch.Tensor]:
         if not self.opt["faithful"]:
@@ -343,8 +382,17 @@ def sauron(
         ignore=tuple(ignore), stop=stop,
     )  # fmt: skip
     callback = SauronCallback(graph, example_inputs, context, options)
+    settings = {k: v for k, v in options.items() if k != "stop"}
+    settings.update(target=target, respect_target=respect_target)
     try:
-        fit(model, context, callbacks=[callback], val_loader=context.val_loader)
+        fit(
+            model,
+            context,
+            callbacks=[callback],
+            val_loader=context.val_loader,
+            phase="sauron",
+            options=settings,
+        )
     finally:
         callback.detach()
     after = cost(model, example_inputs)

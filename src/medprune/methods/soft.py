@@ -33,7 +33,8 @@ moments) of the masked filters is also cleared at each selection, so they stay e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import copy
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -68,15 +69,21 @@ from medprune.methods.base import MethodContext, PruneResult, Target, register_m
 
 __all__ = ["SoftPruningCallback", "fpgm_soft", "run_soft", "sfp"]
 
-Chooser = Callable[[Any, int], Selection]
+Chooser = Callable[[Any, int], Selection | tuple[Selection, dict[str, Any]]]
 
 
 class SoftPruningCallback(CallbackBase):
     """Re-selects and zeroes channels on a schedule during :func:`medprune.tasks.train`.
 
+    Resumable: :meth:`state_dict` holds the current selection and the step history, so a run
+    resumed from an epoch checkpoint does not re-select at its start (the restored weights are
+    already masked) and continues the schedule where it stopped.
+
     Args:
         graph: pruning graph of the model being trained.
-        choose: ``choose(graph, step) -> {group_key: prune_idx}``, called at each pruning step.
+        choose: ``choose(graph, step) -> {group_key: prune_idx}``, called at each pruning step;
+            it may also return ``(selection, info)``, ``info`` (plain data) being added to that
+            step's history entry.
         epochs: total epochs of the run (the last one always ends with a pruning step).
         interval: epochs between pruning steps.
         mask_grads: zero the masked channels' gradients after every backward pass.
@@ -105,10 +112,15 @@ class SoftPruningCallback(CallbackBase):
         self.selection_: Selection = {}
         self.history_: list[dict[str, Any]] = []
         self._epochs_done = 0
+        self._resumed = False
 
     def prune_step(self, optimizer: torch.optim.Optimizer | None = None) -> Selection:
         """Choose and zero channels now; returns the selection."""
-        self.selection_ = self.choose(self.graph, len(self.history_))
+        chosen = self.choose(self.graph, len(self.history_))
+        info: dict[str, Any] = {}
+        if isinstance(chosen, tuple):
+            chosen, info = chosen
+        self.selection_ = chosen
         apply_selection(self.graph, self.selection_, scope=self.mask_scope)
         if self.reset_state:
             reset_optimizer_state(self.graph, optimizer, self.selection_, scope=self.mask_scope)
@@ -118,12 +130,29 @@ class SoftPruningCallback(CallbackBase):
                 "epoch": self._epochs_done,
                 "masked_channels": sum(int(v.numel()) for v in self.selection_.values()),
                 "masked_fraction": masked_fraction(self.graph, self.selection_),
+                **info,
             }
         )
         return self.selection_
 
     def on_train_start(self, state: Any) -> None:
-        self.prune_step(state.optimizer)
+        if not self._resumed:  # a resumed run's weights and selection are already restored
+            self.prune_step(state.optimizer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "selection": {k: v.detach().cpu() for k, v in self.selection_.items()},
+            "history": copy.deepcopy(self.history_),
+            "epochs_done": self._epochs_done,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any], model: nn.Module) -> None:
+        self.selection_ = {
+            k: torch.as_tensor(v, dtype=torch.long) for k, v in state_dict["selection"].items()
+        }
+        self.history_ = list(state_dict["history"])
+        self._epochs_done = int(state_dict["epochs_done"])
+        self._resumed = True
 
     def after_backward(self, state: Any) -> None:
         if self.mask_grads and self.selection_:
@@ -167,11 +196,16 @@ def run_soft(
     reset_optimizer_state: bool | None = None,
     mask_scope: str = "producer",
     ignore: Sequence[str] = (),
+    options: Mapping[str, Any] | None = None,
 ) -> PruneResult:
     """Masked training then exact physical extraction; shared by ``sfp``, ``fpgm_soft``, ``mfp``.
 
+    The training is one phase named after ``method`` (``<context.checkpoint_dir>/sfp.pt``).
+
     Args:
         make_chooser: ``make_chooser(graph) -> choose(graph, step) -> selection``.
+        options: the caller's settings that ``run_soft`` does not see (target, criterion...),
+            for the phase fingerprint.
         Other arguments: see :func:`sfp`.
     """
     from medprune.graph import build_graph, prune_channels
@@ -194,7 +228,16 @@ def run_soft(
     if context.recipe.epochs == 0:
         callback.prune_step()
     else:
-        fit(model, context, callbacks=[callback])
+        settings = dict(
+            options or {},
+            method=method,
+            interval=interval,
+            mask_grads=mask_grads,
+            reset_optimizer_state=callback.reset_state,
+            mask_scope=mask_scope,
+            ignore=list(ignore),
+        )
+        fit(model, context, callbacks=[callback], phase=method, options=settings)
     for step in callback.history_:
         context.emit({"event": "soft_step", "method": method, **step})
 
@@ -313,6 +356,7 @@ def sfp(
         reset_optimizer_state=reset_optimizer_state,
         mask_scope=mask_scope,
         ignore=ignore,
+        options=dict(target=target, criterion=criterion, min_channels=min_channels, scope=scope),
     )
 
 
@@ -353,4 +397,5 @@ def fpgm_soft(
         reset_optimizer_state=reset_optimizer_state,
         mask_scope=mask_scope,
         ignore=ignore,
+        options=dict(target=target, distance=distance, min_channels=min_channels, scope=scope),
     )

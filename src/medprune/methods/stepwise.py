@@ -6,6 +6,10 @@ fine-tunes with the context's recipe. With a guard (``context.guard.check(model)
 a rejected step is retried from the pre-step copy with half the step's extra removal, at most
 ``max_guard_retries`` times; if every retry is rejected the pre-step model is kept and the
 schedule stops. Every attempt is recorded in the history.
+
+With ``context.checkpoint_dir`` each fine-tuning is a resumable phase
+``finetune_step<i>_attempt<retry>``; the scores, plans and guard verdicts in between are recomputed
+from the restored weights (deterministic), so a rerun skips the finished fine-tunings.
 """
 
 from __future__ import annotations
@@ -96,6 +100,10 @@ def run_steps(
     inputs = tr.to_device(example_inputs, context.device)
     before = tr.cost(model, inputs)
     tr.set_guard_reference(context, model)
+    settings = dict(  # what the fine-tunings start from, for their checkpoint fingerprints
+        method=method, criterion=crit.name, criterion_kwargs=criterion_kwargs, target=target,
+        fractions=list(fractions), ignore=list(ignore), plan_kwargs=plan_kwargs,
+    )  # fmt: skip
     history: list[dict[str, Any]] = []
     steps: list[Any] = []
     base_cost = None
@@ -126,7 +134,9 @@ def run_steps(
             step = prune_channels(candidate, graph, prune_idx)
             record["channels_removed"] = int(sum(len(v) for v in prune_idx.values()))
             record["prune_seconds"] = time.perf_counter() - t0
-            record["finetune"] = tr.fit(candidate, context)
+            record["finetune"] = tr.fit(
+                candidate, context, phase=f"finetune_step{i}_attempt{retry}", options=settings
+            )
             macs, params = tr.cost(candidate, inputs)
             record.update(macs=macs, params=params)
             record["macs_removed"] = 1.0 - macs / before[0] if before[0] else 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -81,7 +82,24 @@ def make_target(kind: str, amount: float) -> Target:
     return Target(**{kind: float(amount)})
 
 
-def method_context(setup: RunSetup, *, seed: int, log: Any = None) -> MethodContext:
+def train_state_dir(out_dir: PathLike, name: str, amount: float, seed: int) -> Path:
+    """``out_dir/runs/<name>-<amount>-seed<seed>/train_state``: the resumable training checkpoints
+    of one method run (``MethodContext.checkpoint_dir``), deleted once its result is recorded."""
+    return Path(out_dir) / "runs" / f"{name}-{amount:g}-seed{seed}" / "train_state"
+
+
+def discard_train_state(path: PathLike) -> None:
+    """Delete a run's ``train_state`` folder, then its run folder and ``runs/`` when left empty."""
+    path = Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+    for folder in (path.parent, path.parent.parent):
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            folder.rmdir()
+
+
+def method_context(
+    setup: RunSetup, *, seed: int, log: Any = None, checkpoint_dir: PathLike | None = None
+) -> MethodContext:
     """The :class:`MethodContext` shared by every method of one run or comparison."""
     guard = None
     if setup.config.prune.guard is not None:
@@ -99,6 +117,7 @@ def method_context(setup: RunSetup, *, seed: int, log: Any = None) -> MethodCont
         guard=guard,
         progress=setup.config.progress,
         log=log,
+        checkpoint_dir=checkpoint_dir,
     )
 
 
@@ -129,11 +148,13 @@ def prune_model(
     *,
     seed: int,
     options: dict[str, Any] | None = None,
+    checkpoint_dir: PathLike | None = None,
 ) -> PruneResult:
     """Run method (or criterion) ``name`` on a copy of ``base``; ``base`` is left unchanged.
 
     A criterion name runs ``oneshot`` with it; ``oneshot`` / ``iterative`` given by name use
     ``config.prune.criterion``. ``options`` (default ``config.prune.options``) go to the method.
+    ``checkpoint_dir``: the method's training phases checkpoint there and resume from it.
     """
     from medprune.methods import get_method
 
@@ -146,7 +167,7 @@ def prune_model(
     torch.manual_seed(seed)
     model = copy.deepcopy(base).to(setup.device)
     events: list[dict[str, Any]] = []
-    ctx = method_context(setup, seed=seed, log=events.append)
+    ctx = method_context(setup, seed=seed, log=events.append, checkpoint_dir=checkpoint_dir)
     result = method(
         model, setup.example_inputs.to(setup.device), context=ctx, target=target, **kwargs
     )
@@ -178,9 +199,18 @@ def base_record(setup: RunSetup, model: nn.Module, **extra: Any) -> dict[str, An
 
 
 def run_record(
-    setup: RunSetup, base: nn.Module, name: str, target: Target, *, seed: int
+    setup: RunSetup,
+    base: nn.Module,
+    name: str,
+    target: Target,
+    *,
+    seed: int,
+    checkpoint_dir: PathLike | None = None,
 ) -> tuple[dict[str, Any], PruneResult]:
-    """Prune, evaluate and measure one (method, target, seed); returns the record and result."""
+    """Prune, evaluate and measure one (method, target, seed); returns the record and result.
+
+    ``checkpoint_dir`` (see :func:`train_state_dir`) makes the method's training resumable.
+    """
     method_name, criterion = resolve_method(name)
     if method_name in CRITERION_METHODS:
         criterion = criterion or setup.config.prune.criterion
@@ -189,7 +219,7 @@ def run_record(
         target = Target(params=target.value)  # masks cannot shrink dense MACs
         note = "unstructured method: the MACs target was applied to parameters"
     t0 = time.perf_counter()
-    result = prune_model(setup, base, name, target, seed=seed)
+    result = prune_model(setup, base, name, target, seed=seed, checkpoint_dir=checkpoint_dir)
     prune_s = time.perf_counter() - t0
     summary = {k: v for k, v in result.summary.items() if isinstance(v, (int, float, str, bool))}
     record = {
@@ -218,12 +248,17 @@ def run_record(
 FINETUNE_CONTROL = "finetune_only"
 
 
-def finetune_record(setup: RunSetup, base: nn.Module, *, seed: int) -> dict[str, Any]:
+def finetune_record(
+    setup: RunSetup, base: nn.Module, *, seed: int, checkpoint_dir: PathLike | None = None
+) -> dict[str, Any]:
     """The control of a comparison: the unpruned model fine-tuned with the same recipe as every
-    method (so a pruned model is compared with equal training, not with an undertrained base)."""
+    method (so a pruned model is compared with equal training, not with an undertrained base).
+    With ``checkpoint_dir`` the fine-tuning checkpoints to ``finetune.pt`` there and resumes."""
     t0 = time.perf_counter()
     model = copy.deepcopy(base)
-    history = train_model(setup.for_seed(seed), model, setup.config.prune.finetune, seed=seed)
+    path = None if checkpoint_dir is None else Path(checkpoint_dir) / "finetune.pt"
+    recipe = setup.config.prune.finetune
+    history = train_model(setup.for_seed(seed), model, recipe, checkpoint_path=path, seed=seed)
     model = model.cpu()
     record = {
         "kind": "run",
@@ -335,7 +370,8 @@ def run_prune(
 
     Files: ``config.resolved.yaml``, ``base/model.pt`` (when trained here), ``model.pt`` +
     ``plan.json`` (the pruned model), ``run.json``, ``report.md`` / ``.html``. Ctrl-C marks
-    ``run.json`` as interrupted; a rerun with the same ``out`` reuses ``base/model.pt``.
+    ``run.json`` as interrupted; a rerun with the same ``out`` reuses ``base/model.pt`` and
+    continues the method's training from ``runs/<run>/train_state/`` (deleted once done).
     Returns the ``run.json`` content.
     """
     say = log or (lambda _msg: None)
@@ -368,11 +404,13 @@ def _prune_stages(
     run["base"] = base_record(setup, base)
     write_json(out_dir / "run.json", run)
     say(f"pruning with {name} to remove {target.value:.0%} of {target.kind}")
-    record, result = run_record(setup, base, name, target, seed=config.seed)
+    state = train_state_dir(out_dir, name, target.value, config.seed)
+    record, result = run_record(setup, base, name, target, seed=config.seed, checkpoint_dir=state)
     save_model(out_dir / "model.pt", result.model, setup, plan=result.plan)
     run.update(pruned=record, history=result.history, status="done")
     run["timings"].update(prune_s=record["time_s"], total_s=time.perf_counter() - t0)
     write_json(out_dir / "run.json", run)
+    discard_train_state(state)
     records = [run["base"], record]
     _report(out_dir, records, f"medprune prune: {name} on {setup.model_name}", command)
     return run
