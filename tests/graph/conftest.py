@@ -11,7 +11,7 @@ from torch import nn
 
 from medprune.graph import Cost, PruningGraph, build_graph, prune_channels
 from medprune.graph.pruning_graph import total_macs
-from medprune.graph.verify import random_plan, randomize_norms
+from medprune.graph.verify import _train_batch, _train_shapes, random_plan, randomize_norms
 
 
 def _tensors(out: Any) -> list[torch.Tensor]:
@@ -19,14 +19,16 @@ def _tensors(out: Any) -> list[torch.Tensor]:
         return [out]
     if isinstance(out, dict):
         return [t for v in out.values() for t in _tensors(v)]
-    return [t for v in out for t in _tensors(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in _tensors(v)]
+    return []  # None (SegResNetVAE's eval-mode loss) and other non-tensor outputs
 
 
 def zero_prune_compare(
     model: nn.Module, x: Any, *, seed: int = 0, ignore: tuple[Any, ...] = (), min_groups: int = 1
 ) -> tuple[nn.Module, PruningGraph, dict[str, torch.Tensor], Cost]:
     """Zero 30-60% of every prunable group, prune, assert equal outputs (float64) and a train
-    forward with unchanged output shapes; the graph's cost estimate must equal the measured
+    forward with the unpruned model's train-mode output shapes; the graph's cost estimate must equal the measured
     cost after pruning. Returns (pruned float64 model, its old graph, plan, cost after)."""
     work = copy.deepcopy(model).double().eval()
     randomize_norms(work, seed)
@@ -38,6 +40,8 @@ def zero_prune_compare(
         graph.zero_out(key, idx)
     with torch.no_grad():
         ref = _tensors(work(*inputs))
+    train_inputs = _train_batch(inputs)
+    ref_train = _train_shapes(copy.deepcopy(work), train_inputs)
     estimate = graph.estimate({k: v for k, v in plan.items()})
     prune_channels(work, graph, plan)
     with torch.no_grad():
@@ -46,11 +50,8 @@ def zero_prune_compare(
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-9)
     after = Cost(total_macs(work, inputs), sum(p.numel() for p in work.parameters()))
     assert estimate == after, f"estimate {estimate} != traced cost after pruning {after}"
-    work.train()  # batch >= 2: BatchNorm cannot train on one value per channel
-    train_inputs = tuple(torch.cat([t, t]) if t.shape[0] == 1 else t for t in inputs)
-    train_out = _tensors(work(*train_inputs))
-    assert [t.shape[1:] for t in train_out] == [t.shape[1:] for t in ref]
-    work.eval()
+    # train mode (batch >= 2) gives the shapes the unpruned model gives in train mode
+    assert _train_shapes(work, train_inputs) == ref_train
     return work, graph, plan, after
 
 

@@ -22,6 +22,7 @@ engine only reads the graph). Neither changes the graph, its shapes or its modul
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +90,42 @@ def _fast_tracing() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _model_attributes_kept(model: nn.Module) -> Iterator[None]:
+    """Give every module back the exact attribute objects (and list / dict contents) it had.
+
+    ``torch.export`` may rebind plain attributes during tracing: MONAI's DynUNet shares one
+    ``heads`` list between the network and its skip layers, and after an export the two held
+    different lists, so deep supervision silently read stale placeholders in train mode.
+    """
+    warnings.filterwarnings(
+        "ignore", message=r"The tensor attributes .* were assigned during export"
+    )
+    saved = []
+    for module in model.modules():
+        attrs = {k: v for k, v in vars(module).items() if not k.startswith("_")}
+        contents = {
+            k: (list(v) if isinstance(v, list) else dict(v))
+            for k, v in attrs.items()
+            if type(v) in (list, dict)
+        }
+        saved.append((module, attrs, contents))
+    try:
+        yield
+    finally:
+        for module, attrs, contents in saved:
+            for k, v in attrs.items():
+                if module.__dict__.get(k) is not v:
+                    module.__dict__[k] = v
+            for k, items in contents.items():
+                target = attrs[k]
+                if isinstance(target, list):
+                    target[:] = items
+                else:
+                    target.clear()
+                    target.update(items)
+
+
 def _export(model: nn.Module, args: tuple[Any, ...]) -> torch.export.ExportedProgram:
     shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
     hint = (
@@ -122,12 +159,17 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def export_model(model: nn.Module, example_inputs: Any) -> ExportedGraph:
-    """Trace ``model`` once with ``torch.export`` (eval mode, no gradients).
+def export_model(model: nn.Module, example_inputs: Any, *, train: bool = False) -> ExportedGraph:
+    """Trace ``model`` once with ``torch.export`` (eval mode unless ``train``, no gradients).
+
+    Tracing runs on fake tensors: the model's buffers (BatchNorm running statistics) are not
+    updated, even in train mode.
 
     Args:
         model: the network; its train/eval mode is restored afterwards.
         example_inputs: a tensor ``(B, C, *S)`` or a tuple of model inputs.
+        train: trace the train-mode forward (branches such as deep-supervision heads or a VAE
+            decoder that only run in training).
 
     Returns:
         The traced graph with parameter / buffer names.
@@ -137,9 +179,14 @@ def export_model(model: nn.Module, example_inputs: Any) -> ExportedGraph:
     """
     args = as_input_tuple(example_inputs)
     was_training = model.training
-    model.eval()
+    model.train(train)
     try:
-        with torch.no_grad(), _fast_tracing():
+        with (
+            torch.no_grad(),
+            _fast_tracing(),
+            warnings.catch_warnings(),
+            _model_attributes_kept(model),
+        ):
             program = _export(model, args)
     finally:
         model.train(was_training)

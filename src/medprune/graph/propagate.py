@@ -85,6 +85,7 @@ class State:
     fixed_macs: int = 0
     values: dict[str, Any] = field(default_factory=dict)
     current: torch.fx.Node | None = None
+    guessed: set[int] = field(default_factory=set)  # first label of each fresh_chan output
 
     # ---- labels -------------------------------------------------------------------------
     def new(self, n: int) -> np.ndarray:
@@ -185,14 +186,37 @@ def fresh_chan(state: State, shape: tuple[int, ...], reason: str) -> Chan | Untr
     dim = 1 if len(shape) >= 2 else 0
     labels = state.new(shape[dim])
     state.pin(labels, reason, report=False)
+    if labels.size:
+        state.guessed.add(int(labels[0]))  # its channel dim is a guess (see rules_layers.linear)
     return Chan(dim, labels, np.zeros(shape[dim], dtype=bool))
 
 
-def propagate(exported: ExportedGraph, ignore: frozenset[str]) -> State:
-    """Run every op rule over the graph; returns the filled state."""
+def propagate(
+    exported: ExportedGraph, ignore: frozenset[str], *, into: State | None = None
+) -> State:
+    """Run every op rule over the graph; returns the filled state.
+
+    Args:
+        exported: the traced graph.
+        ignore: module names whose channels are pinned.
+        into: a state filled from another trace of the same model (the train-mode trace that
+            covers modules the eval forward skips). Its labels, couplings, pins and GroupNorm
+            constraints are extended; the MACs terms and activation sites of this trace are
+            dropped, since cost and sites describe the eval forward.
+    """
     from medprune.graph.rules import apply_rule
 
-    state = State(exported=exported, ignore=ignore)
+    state = into if into is not None else State(exported=exported, ignore=ignore)
+    n_costs, n_sites = len(state.costs), len(state.module_dims)
+    state.values = {}
+    _run_rules(state, exported, apply_rule)
+    if into is not None:
+        del state.costs[n_costs:]
+        del state.module_dims[n_sites:]
+    return state
+
+
+def _run_rules(state: State, exported: ExportedGraph, apply_rule: Any) -> None:
     user_inputs = set(exported.user_inputs)
     for node in exported.graph.nodes:
         state.current = node
@@ -226,7 +250,6 @@ def propagate(exported: ExportedGraph, ignore: frozenset[str]) -> State:
                     state.pin(value.labels, "model output (classes / labels)", report=False)
                     state.consumers.append((value.labels, value.zero))
     state.current = None
-    return state
 
 
 def _flatten(value: Any) -> list[Any]:

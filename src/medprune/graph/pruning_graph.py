@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from medprune.errors import ConfigError
-from medprune.graph.export import as_input_tuple, export_model
+from medprune.errors import ConfigError, TraceError
+from medprune.graph.export import ExportedGraph, as_input_tuple, export_model
 from medprune.graph.group import PruningGroup
 from medprune.graph.grouping import Grouping, PositionMap, make_groups
 from medprune.graph.propagate import propagate
@@ -266,7 +266,79 @@ def build_graph(
     """
     args = as_input_tuple(example_inputs)
     exported = export_model(model, args)
-    state = propagate(exported, _module_names(model, ignore))
+    ignored = _module_names(model, ignore)
+    state = propagate(exported, ignored)
+    _add_train_only_branches(model, args, exported, state, ignored)
     grouping = make_groups(state, model)
     pinned = sorted(state.pinned_ops.items())
     return PruningGraph(model, grouping, pinned, args, exported.output_shapes)
+
+
+def _untraced_parameters(model: nn.Module, exported: ExportedGraph) -> list[str]:
+    """Parameters the traced forward never reads (export lifts every parameter as a graph
+    input, so an unused one is a placeholder without users)."""
+    used = {
+        exported.tensor_names[n.name]
+        for n in exported.graph.nodes
+        if n.op == "placeholder" and n.users and n.name in exported.tensor_names
+    }
+    return [n for n, _ in model.named_parameters() if n not in used]
+
+
+_LAYER_OPS = ("conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d", "conv_transpose2d",
+              "conv_transpose3d", "linear")  # fmt: skip
+
+
+def _unused_layer_outputs(exported: ExportedGraph) -> list[str]:
+    """Module paths of conv / linear layers whose output nothing reads in the traced forward:
+    a result kept for training only (DynUNet stores its deep-supervision heads in a list)."""
+    from medprune.graph.export import module_path
+    from medprune.graph.rules import base_name
+
+    return [
+        module_path(n) or "<root>"
+        for n in exported.graph.nodes
+        if n.op == "call_function" and not n.users and base_name(n) in _LAYER_OPS
+    ]
+
+
+def _add_train_only_branches(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    exported: ExportedGraph,
+    state: Any,
+    ignored: frozenset[str],
+) -> None:
+    """Trace the train-mode forward too when the eval trace leaves parameters unused or computes
+    layer outputs that nothing reads.
+
+    VAE branches (SegResNetVAE) only run in training, and deep-supervision heads (DynUNet) are
+    computed in eval but only returned in training; their channels must follow the train-mode
+    data flow, or the pruned model fails as soon as it is fine-tuned. Their couplings are added to ``state``. The train trace uses a batch of at
+    least 2 (BatchNorm needs more than one value per channel). When it fails, the modules it
+    would have covered are reported in ``state.pinned_ops`` and a warning is logged.
+    """
+    missing = _untraced_parameters(model, exported)
+    dead = _unused_layer_outputs(exported)
+    if not missing and not dead:
+        return
+    train_args = tuple(
+        torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == 1 else a
+        for a in args
+    )
+    modules = sorted({n.rpartition(".")[0] or "<root>" for n in missing} | set(dead))
+    try:
+        train_exported = export_model(model, train_args, train=True)
+    except TraceError as e:
+        log.warning(
+            "%s uses parameters of %s only in train mode, and the train-mode trace failed (%s); "
+            "the pruned model may fail in train mode. Add those modules' inputs to ignore=[...].",
+            type(model).__name__,
+            ", ".join(modules[:5]),
+            e,
+        )
+        state.pinned_ops.setdefault(
+            "train-mode trace", f"failed; modules used only in training: {', '.join(modules[:5])}"
+        )
+        return
+    propagate(train_exported, ignored, into=state)

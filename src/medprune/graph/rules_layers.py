@@ -118,6 +118,15 @@ def linear(state: State, node: torch.fx.Node, name: str) -> None:
         state.costs.append((base, (w_in, w_out)))
         state.set(node, Chan(last, w_out, np.ones(w_out.size, dtype=bool)))
         return
+    if x.labels.size and int(x.labels[0]) in state.guessed:
+        # the input came out of an op without a rule, whose channel dim was only guessed (dim 1:
+        # the tokens of a (B, N, D) transformer stream): read the last dim as the features, so
+        # the hidden units of an MLP block behind it stay prunable.
+        w_in = state.tensor_dim(w.fqn, 1, "in", w.shape[1])
+        state.pin(w_in, "linear reading the output of an op without a rule", report=False)
+        state.costs.append((base, (w_in, w_out)))
+        state.set(node, Chan(last, w_out, np.ones(w_out.size, dtype=bool)))
+        return
     # linear over a non-channel dim: the channel dim passes through unchanged.
     state.pin(w_out, "linear over a non-channel dim keeps its features", report=False)
     state.costs.append((base, (x.labels,)))

@@ -112,6 +112,42 @@ def _all_tensors(out: Any) -> list[torch.Tensor]:
     return []
 
 
+def _working_copy(model: nn.Module, inputs: tuple[Any, ...]) -> tuple[nn.Module, tuple[Any, ...]]:
+    """An eval-mode float64 copy of ``model`` and inputs, or float32 if float64 fails to run."""
+    for dtype in (torch.float64, torch.float32):
+        work = copy.deepcopy(model).to(dtype).eval()
+        cast = tuple(
+            t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+            for t in inputs
+        )
+        try:
+            with torch.no_grad():
+                work(*cast)
+        except RuntimeError:
+            if dtype == torch.float32:
+                raise
+            continue
+        return work, cast
+    raise AssertionError("unreachable")
+
+
+def _train_batch(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Batch of at least 2: BatchNorm cannot train on a single 1x1 value per channel."""
+    return tuple(
+        torch.cat([t, t]) if isinstance(t, torch.Tensor) and t.shape[:1] == (1,) else t
+        for t in inputs
+    )
+
+
+def _train_shapes(model: nn.Module, inputs: tuple[Any, ...]) -> list[tuple[int, ...]]:
+    """Output shapes (batch dim dropped) of one train-mode forward without gradients."""
+    model.train()
+    with torch.no_grad():
+        shapes = [tuple(t.shape[1:]) for t in _all_tensors(model(*inputs))]
+    model.eval()
+    return shapes
+
+
 def check_equivalence(
     model: nn.Module,
     example_inputs: Any,
@@ -121,6 +157,11 @@ def check_equivalence(
     ignore: tuple[Any, ...] = (),
 ) -> EquivalenceResult:
     """Zero, prune and compare on a float64 copy of ``model`` (``model`` itself is untouched).
+
+    A model that cannot run in float64 (it builds float32 tensors inside its forward) is
+    checked in float32; ``max_abs_ref`` gives the scale to judge ``max_abs_diff`` against.
+    The train-mode forward of the pruned model must give the shapes the unpruned model gives
+    in train mode (deep supervision and VAE branches return more there than in eval).
 
     Args:
         model: the network.
@@ -132,12 +173,8 @@ def check_equivalence(
     Returns:
         The :class:`EquivalenceResult`.
     """
-    work = copy.deepcopy(model).double().eval()
+    work, inputs = _working_copy(model, as_input_tuple(example_inputs))
     randomize_norms(work, seed)
-    inputs = tuple(
-        t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
-        for t in as_input_tuple(example_inputs)
-    )
     graph = build_graph(work, inputs, ignore=ignore)
     plan = random_plan(graph, fraction=fraction, seed=seed)
     skipped = sum(1 for g in graph.prunable_groups() if not g.zero_exact)
@@ -146,20 +183,15 @@ def check_equivalence(
         graph.zero_out(key, idx)
     with torch.no_grad():
         ref = _all_tensors(work(*inputs))
+    train_inputs = _train_batch(inputs)
+    ref_train = _train_shapes(copy.deepcopy(work), train_inputs)
     step = prune_channels(work, graph, plan)
     with torch.no_grad():
         out = _all_tensors(work(*inputs))
     diff = max(float((a - b).abs().max()) for a, b in zip(ref, out, strict=True)) if ref else 0.0
     scale = max(float(a.abs().max()) for a in ref) if ref else 0.0
     after = build_graph(work, inputs, ignore=ignore).estimate()
-    work.train()
-    # batch of at least 2: BatchNorm cannot train on a single 1x1 value per channel
-    train_inputs = tuple(
-        torch.cat([t, t]) if isinstance(t, torch.Tensor) and t.shape[:1] == (1,) else t
-        for t in inputs
-    )
-    train_out = _all_tensors(work(*train_inputs))
-    train_ok = [tuple(t.shape[1:]) for t in train_out] == [tuple(t.shape[1:]) for t in ref]
+    train_ok = _train_shapes(work, train_inputs) == ref_train
     return EquivalenceResult(
         max_abs_diff=diff,
         max_abs_ref=scale,
