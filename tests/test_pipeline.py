@@ -21,6 +21,7 @@ from medprune.pipeline import (
     save_model,
     setup_run,
 )
+from medprune.tasks import TrainCallback, TrainState
 
 TINY = {
     "data": {
@@ -206,3 +207,72 @@ def test_3d_segmentation_setup_passes_spatial_dims_and_hd95() -> None:
     model = build_model(run)
     metrics = evaluate_model(run, model)
     assert metrics["hd95"] is None and 0.0 <= metrics["dice"] <= 1.0
+
+
+class _Epochs(TrainCallback):
+    """Records the epochs a method phase trains; raises KeyboardInterrupt at ``kill`` (epoch,
+    step within it), as a killed job would."""
+
+    def __init__(self, kill: tuple[int, int] | None = None) -> None:
+        self.kill, self._steps = kill, 0
+        self.trained: list[int] = []
+
+    def after_step(self, state: TrainState) -> None:
+        self._steps += 1
+        if self.kill is not None and (state.epoch, self._steps) == self.kill:
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.trained.append(state.epoch)
+        self._steps = 0
+
+
+def test_a_rerun_continues_a_method_killed_mid_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medprune.tasks
+    from medprune.pipeline.runs import train_state_dir
+
+    config = load_config(
+        None,
+        {
+            **TINY,
+            "prune.method": "sfp",
+            "prune.amount": 0.3,
+            "prune.finetune": {"epochs": 3, "max_steps_per_epoch": 2},
+        },
+    )
+    real_train, watch = medprune.tasks.train, _Epochs()
+
+    def train_watched(*args, checkpoint_path=None, callbacks=(), **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if checkpoint_path is not None and Path(checkpoint_path).parent.name == "train_state":
+            callbacks = [*callbacks, watch]  # the method's phase, not the base training
+        return real_train(*args, checkpoint_path=checkpoint_path, callbacks=callbacks, **kwargs)
+
+    monkeypatch.setattr(medprune.tasks, "train", train_watched)
+    full = run_prune(config, out=tmp_path / "full")
+    assert watch.trained == [0, 1, 2]
+
+    out = tmp_path / "killed"
+    state = train_state_dir(out, "sfp", 0.3, config.seed)
+    watch.kill, watch.trained = (1, 1), []  # after the first step of the second epoch
+    with pytest.raises(KeyboardInterrupt):
+        run_prune(config, out=out)
+    assert watch.trained == [0]
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    assert torch.load(state / "sfp.pt", weights_only=True)["epoch"] == 1
+
+    watch.kill, watch.trained = None, []
+    run = run_prune(config, out=out)
+    assert watch.trained == [1, 2]  # only the epochs the killed run had not finished
+    assert run["status"] == "done" and run["base_source"] == str(out / "base" / "model.pt")
+    assert run["pruned"]["channels"] == full["pruned"]["channels"]
+    assert run["pruned"]["channels"] != run["base"]["channels"]
+    assert run["pruned"]["metrics"] == full["pruned"]["metrics"]
+    assert run["pruned"]["summary"] == full["pruned"]["summary"]
+    assert run["history"] == full["history"]
+    resumed_model, _ = load_model(out / "model.pt")
+    full_model, _ = load_model(tmp_path / "full" / "model.pt")
+    for key, value in full_model.state_dict().items():
+        assert torch.equal(resumed_model.state_dict()[key], value), key
+    assert not state.exists() and not (out / "runs").exists()

@@ -34,7 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--checkpoint", type=Path, help="base model.pt (default: train one)")
     group.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs of every run")
     group.add_argument("--retry-failed", action="store_true", help="rerun cells that failed before")
-    add_config_arguments(parser, out_help="comparison folder; rerun with the same folder to resume")
+    add_config_arguments(
+        parser,
+        out_help="comparison folder; rerun with the same folder to continue an interrupted "
+        "comparison, mid-training included (finished cells are kept)",
+    )
     add_train_arguments(parser)
 
 

@@ -56,7 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="guard: reject pruning steps that lower minority-class recall by more than F "
         "(e.g. 0.02); config key `prune.guard`",
     )
-    add_config_arguments(parser, out_help="run folder (default: config `out`)")
+    add_config_arguments(
+        parser,
+        out_help="run folder (default: config `out`); rerun with the same folder to continue an "
+        "interrupted run, mid-training included",
+    )
     add_train_arguments(parser)
 
 

@@ -4,7 +4,8 @@ A checkpoint is a plain ``dict`` saved with :func:`torch.save`. It is written to
 the destination folder and moved into place with :func:`os.replace`, so an interrupted write (Ctrl-C,
 a killed job) never leaves a half-written file under the final name: the previous checkpoint stays
 readable. Checkpoints are read with ``torch.load(..., weights_only=True)``, so a payload may only
-hold tensors, numbers, strings, ``None`` and lists / tuples / dicts of those.
+hold tensors, numbers, strings, ``None`` and lists / tuples / dicts of those. :func:`check_resume`
+refuses to continue a training checkpoint under another recipe, seed or task.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pickle
 import random
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from medprune.typing import PathLike
 
 __all__ = [
     "capture_rng_state",
+    "check_resume",
     "load_checkpoint",
     "restore_rng_state",
     "save_checkpoint",
@@ -150,3 +153,101 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     cuda_states = state.get("cuda") or []
     if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda_states)
+
+
+#: Task settings that only change how validation is scored, never what is trained.
+_EVALUATION_ONLY = frozenset({"hd95", "spacing"})
+#: Recipe settings that may differ on resume without changing the training (DDP bookkeeping).
+_FREE_EXTRA = frozenset({"find_unused_parameters"})
+
+
+def _changes(prefix: str, old: Mapping[str, Any], new: Mapping[str, Any], skip: Any) -> list[str]:
+    return [
+        f"{prefix}{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if key not in skip and old.get(key) != new.get(key)
+    ]
+
+
+def check_resume(
+    path: PathLike,
+    saved: Mapping[str, Any],
+    *,
+    recipe: Mapping[str, Any],
+    seed: int,
+    task: Mapping[str, Any] | None = None,
+) -> None:
+    """Refuse to resume the training checkpoint ``saved`` under another recipe, seed or task.
+
+    ``recipe`` and ``task`` are the plain-data forms stored in the checkpoint (``asdict`` of the
+    :class:`~medprune.tasks.recipe.TrainRecipe`, ``task.config()``). Every recipe field must match,
+    except:
+
+    * ``epochs`` may be raised (train longer) or lowered to no fewer than the finished epochs, when
+      the scheduler is ``"none"`` or ``"step"``: their learning rate at epoch ``e`` does not depend
+      on ``epochs``, so the continued run is exactly the run made with the new ``epochs``. With
+      ``"cosine"`` (annealed to 0 over ``epochs``) the finished epochs followed another schedule,
+      which the restored scheduler keeps following: refused.
+    * ``extra["find_unused_parameters"]`` (DistributedDataParallel bookkeeping).
+
+    Task settings that only change validation scores (``hd95``, ``spacing``) may differ too. A
+    checkpoint without a stored recipe or seed (written before medprune stored them) is accepted
+    with a logged warning.
+
+    Args:
+        path: the checkpoint file (for messages).
+        saved: the loaded checkpoint payload (``epoch``, ``recipe``, ``seed``, ``task``).
+        recipe: the recipe of the resuming run, as plain data.
+        seed: the seed of the resuming run.
+        task: the task configuration of the resuming run (None = not compared).
+
+    Raises:
+        CheckpointError: a setting differs (each listed as ``field: old -> new``), or ``epochs``
+            changed in a way the checkpoint cannot continue.
+    """
+    if "recipe" not in saved or "seed" not in saved:
+        logger.warning(
+            "checkpoint %s does not record its recipe and seed (written by an older medprune); "
+            "resuming without checking that they match this run's",
+            path,
+        )
+        return
+    fix = (
+        f"Delete {path} to train afresh with the new settings, or write to another output folder "
+        "(--out / checkpoint_path) to keep both runs."
+    )
+    old_recipe, new_recipe = dict(saved["recipe"] or {}), dict(recipe)
+    old_extra, new_extra = old_recipe.pop("extra", None) or {}, new_recipe.pop("extra", None) or {}
+    changes = _changes("", old_recipe, new_recipe, {"epochs"})
+    changes += _changes("extra.", old_extra, new_extra, _FREE_EXTRA)
+    if saved["seed"] != seed:
+        changes.append(f"seed: {saved['seed']!r} -> {seed!r}")
+    if task is not None and isinstance(saved.get("task"), Mapping):
+        changes += _changes("task.", saved["task"], task, _EVALUATION_ONLY)
+    old_epochs, new_epochs = old_recipe.get("epochs"), new_recipe.get("epochs")
+    done = saved.get("epoch", 0)
+    if changes:
+        if old_epochs != new_epochs:
+            changes.append(f"epochs: {old_epochs!r} -> {new_epochs!r}")
+        raise CheckpointError(
+            f"checkpoint {path} was written by a run with other training settings "
+            f"({'; '.join(changes)}); resuming it would mix two different runs. {fix}"
+        )
+    if old_epochs == new_epochs:
+        return
+    if isinstance(new_epochs, int) and new_epochs < done:
+        raise CheckpointError(
+            f"checkpoint {path} already holds {done} finished epochs but epochs={new_epochs} "
+            f"(was {old_epochs!r}). Set epochs >= {done} to continue it. {fix}"
+        )
+    if new_recipe.get("scheduler") == "cosine":
+        raise CheckpointError(
+            f"checkpoint {path} was written with epochs={old_epochs!r}, this run asks for "
+            f"epochs={new_epochs!r}; the 'cosine' scheduler anneals the learning rate to 0 over "
+            f"`epochs`, so the {done} finished epochs followed the old schedule and the new one "
+            f"cannot continue them. Keep epochs={old_epochs!r} (with scheduler 'step' or 'none', "
+            f"epochs may change on resume). {fix}"
+        )
+    logger.info(
+        "resuming %s (epoch %d of %r) to train %r epochs", path, done, old_epochs, new_epochs
+    )

@@ -3,8 +3,10 @@
 Deterministic on CPU: the run is seeded, shuffling depends only on ``(seed, epoch)`` (see
 :mod:`medprune.tasks.loaders`), and the epoch checkpoint holds model, optimizer, scheduler, history,
 callback states and every RNG state, so a run resumed from the checkpoint of epoch ``k``
-reproduces the uninterrupted run's weights bit for bit. Under ``torchrun`` the same call trains
-with DistributedDataParallel (see :mod:`medprune.tasks.distributed`).
+reproduces the uninterrupted run's weights bit for bit. The checkpoint also stores the recipe,
+seed and task, and resuming under other ones is refused (see ``resume`` in :func:`train`).
+Under ``torchrun`` the same call trains with DistributedDataParallel (see
+:mod:`medprune.tasks.distributed`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from medprune.tasks.base import Task, evaluate, split_batch
 from medprune.tasks.callbacks import TrainCallback, TrainState
 from medprune.tasks.checkpoint import (
     capture_rng_state,
+    check_resume,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
@@ -223,7 +226,13 @@ def _checkpoint_payload(
 
 
 def _restore(
-    path: Path, model: nn.Module, callbacks: Sequence[TrainCallback], seed: int
+    path: Path,
+    model: nn.Module,
+    callbacks: Sequence[TrainCallback],
+    *,
+    recipe: TrainRecipe,
+    task: Task,
+    seed: int,
 ) -> dict[str, Any]:
     ckpt = load_checkpoint(path, required_keys=_REQUIRED)
     if ckpt["format"] != CHECKPOINT_FORMAT:
@@ -231,8 +240,8 @@ def _restore(
             f"checkpoint {path} has format {ckpt['format']!r}; expected {CHECKPOINT_FORMAT!r} "
             "(a training checkpoint written by medprune.tasks.train)."
         )
-    if ckpt.get("seed", seed) != seed:
-        logger.warning("resuming %s written with seed %s under seed %s", path, ckpt["seed"], seed)
+    recipe_data = _plain(dataclasses.asdict(recipe))
+    check_resume(path, ckpt, recipe=recipe_data, seed=seed, task=_plain(task.config()))
     saved_cbs = ckpt.get("callbacks") or []
     if len(saved_cbs) != len(callbacks):
         logger.warning(
@@ -279,7 +288,14 @@ def train(
         val_loader: evaluated after every epoch (``val_<metric>`` in the history).
         callbacks: :class:`TrainCallback` objects, called in order.
         checkpoint_path: written atomically after every epoch (rank 0 only).
-        resume: continue from ``checkpoint_path``.
+        resume: continue from ``checkpoint_path``. The checkpoint must come from the same
+            recipe, seed and task: another learning rate, optimizer, scheduler, seed, loss...
+            raises :class:`CheckpointError` listing each change (``old -> new``). ``epochs`` may
+            change when the scheduler is ``"none"`` or ``"step"`` (raise it to train longer: the
+            result equals a run made with the new ``epochs`` from the start), never below the
+            finished epochs, and not at all with ``"cosine"`` (the finished epochs followed the
+            old annealing). See :func:`~medprune.tasks.checkpoint.check_resume`. A checkpoint
+            written before medprune stored its recipe loads with a logged warning.
         seed: seeds Python, NumPy and PyTorch at the start.
         device: ``"cpu"``, ``"cuda"``...; under ``torchrun`` with CUDA each rank uses
             ``cuda:$LOCAL_RANK``. Under ``torchrun`` the process group is initialised here and
@@ -288,7 +304,8 @@ def train(
 
     Raises:
         ConfigError: invalid arguments, or the loss became NaN / inf.
-        CheckpointError: ``resume=True`` and the checkpoint is missing, corrupt or does not fit.
+        CheckpointError: ``resume=True`` and the checkpoint is missing, corrupt, does not fit
+            the model, or was written with another recipe, seed or task.
         DataError, ShapeMismatchError: bad batches.
         KeyboardInterrupt: re-raised after logging; the last finished epoch is on disk.
     """
@@ -307,7 +324,9 @@ def train(
     seed_everything(seed)
     train_loader = distribute_loader(train_loader, seed=seed)
     path = None if checkpoint_path is None else Path(checkpoint_path)
-    ckpt = _restore(path, model, callbacks, seed) if resume and path is not None else None
+    ckpt = None
+    if resume and path is not None:
+        ckpt = _restore(path, model, callbacks, recipe=recipe, task=task, seed=seed)
     model.to(device)
     optimizer = build_optimizer(recipe, model)
     scheduler = build_scheduler(recipe, optimizer)
