@@ -276,3 +276,24 @@ def test_a_rerun_continues_a_method_killed_mid_training(
     for key, value in full_model.state_dict().items():
         assert torch.equal(resumed_model.state_dict()[key], value), key
     assert not state.exists() and not (out / "runs").exists()
+
+
+def test_a_rerun_with_other_base_settings_is_refused(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    config = load_config(None, {**TINY, "prune.criterion": "l1", "prune.amount": 0.3})
+    run_prune(config, out=tmp_path, command="medprune prune")
+    stamp = tmp_path / "base" / "base_config.json"
+    assert json.loads(stamp.read_text())["train"]["lr"] == config.train.recipe.lr
+    # pruning settings may change: the same base model is reused, not retrained
+    base_bytes = (tmp_path / "base" / "model.pt").read_bytes()
+    again = load_config(None, {**TINY, "prune.criterion": "l2", "prune.amount": 0.3})
+    run_prune(again, out=tmp_path, command="medprune prune")
+    assert (tmp_path / "base" / "model.pt").read_bytes() == base_bytes
+    # base settings may not
+    other = load_config(None, {**TINY, "train.lr": 0.5, "prune.criterion": "l1"})
+    with pytest.raises(ConfigError, match=r"other train settings.*another --out"):
+        run_prune(other, out=tmp_path, command="medprune prune")
+    # a base folder from before the stamp existed is reused, with a warning
+    stamp.unlink()
+    with caplog.at_level("WARNING"):
+        run_prune(other, out=tmp_path, command="medprune prune")
+    assert "without checking its settings" in caplog.text

@@ -15,6 +15,7 @@ was done.
 
 from __future__ import annotations
 
+from medprune.pipeline.base import obtain_base
 from medprune.pipeline.files import environment, git_hash, load_model, save_model, write_json
 from medprune.pipeline.runs import (
     FINETUNE_CONTROL,
@@ -23,7 +24,6 @@ from medprune.pipeline.runs import (
     make_target,
     method_context,
     method_options,
-    obtain_base,
     prune_model,
     resolve_method,
     run_prune,

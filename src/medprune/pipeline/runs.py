@@ -18,7 +18,8 @@ from torch import nn
 from medprune.config import RunConfig, save_resolved
 from medprune.errors import ConfigError
 from medprune.methods.base import MethodContext, PruneResult, Target
-from medprune.pipeline.files import environment, load_model, save_model, write_json
+from medprune.pipeline.base import obtain_base
+from medprune.pipeline.files import environment, save_model, write_json
 from medprune.pipeline.setup import (
     RunSetup,
     build_model,
@@ -29,30 +30,6 @@ from medprune.pipeline.setup import (
     train_model,
 )
 from medprune.typing import PathLike
-
-
-def obtain_base(
-    setup: RunSetup, out_dir: PathLike, *, checkpoint: PathLike | None = None
-) -> tuple[nn.Module, dict[str, Any]]:
-    """The base model: loaded from ``checkpoint``, or from ``out_dir/base/model.pt`` of an earlier
-    (interrupted) run, or trained now and saved there. Returns ``(model, info)`` where ``info``
-    has ``source`` and ``train_time_s``."""
-    base_path = Path(out_dir) / "base" / "model.pt"
-    if checkpoint is not None:
-        model, _ = load_model(
-            checkpoint, fallback_name=setup.model_name, fallback_kwargs=setup.model_kwargs
-        )
-        return model, {"source": str(checkpoint), "train_time_s": 0.0}
-    if base_path.is_file():
-        model, _ = load_model(base_path)
-        return model, {"source": str(base_path), "train_time_s": 0.0}
-    model = build_model(setup)
-    t0 = time.perf_counter()
-    history = train_model(setup, model, checkpoint_path=Path(out_dir) / "base" / "train_state.pt")
-    elapsed = time.perf_counter() - t0
-    save_model(base_path, model, setup)
-    return model, {"source": "trained", "train_time_s": elapsed, "history": history}
-
 
 # ----------------------------------------------------------------------------- pruning
 CRITERION_METHODS = ("oneshot", "iterative")

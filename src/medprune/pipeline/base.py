@@ -1,0 +1,88 @@
+"""The base model of a run: trained once into ``out/base/`` and reused by every rerun, or
+loaded from a checkpoint the user gives.
+
+``out/base/base_config.json`` records the settings the base model was trained with (seed, data,
+model, task, train). A rerun into the same folder with other settings is refused instead of
+silently pruning the old model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from medprune.errors import CheckpointError, ConfigError
+from medprune.pipeline.files import load_model, save_model, write_json
+from medprune.pipeline.setup import RunSetup, build_model, train_model
+from medprune.typing import PathLike
+
+__all__ = ["BASE_STAMP", "base_fingerprint", "obtain_base"]
+
+log = logging.getLogger(__name__)
+
+
+def obtain_base(
+    setup: RunSetup, out_dir: PathLike, *, checkpoint: PathLike | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The base model: loaded from ``checkpoint``, or from ``out_dir/base/model.pt`` of an earlier
+    (interrupted) run, or trained now and saved there. Returns ``(model, info)`` where ``info``
+    has ``source`` and ``train_time_s``."""
+    base_path = Path(out_dir) / "base" / "model.pt"
+    if checkpoint is not None:
+        model, _ = load_model(
+            checkpoint, fallback_name=setup.model_name, fallback_kwargs=setup.model_kwargs
+        )
+        return model, {"source": str(checkpoint), "train_time_s": 0.0}
+    stamp_path = base_path.with_name(BASE_STAMP)
+    stamp = base_fingerprint(setup)
+    if base_path.is_file():
+        _check_base_stamp(stamp_path, stamp)
+        model, _ = load_model(base_path)
+        return model, {"source": str(base_path), "train_time_s": 0.0}
+    model = build_model(setup)
+    t0 = time.perf_counter()
+    history = train_model(setup, model, checkpoint_path=Path(out_dir) / "base" / "train_state.pt")
+    elapsed = time.perf_counter() - t0
+    save_model(base_path, model, setup)
+    write_json(stamp_path, stamp)
+    return model, {"source": "trained", "train_time_s": elapsed, "history": history}
+
+
+#: Written beside ``base/model.pt``: the settings the base model was trained with.
+BASE_STAMP = "base_config.json"
+
+
+def base_fingerprint(setup: RunSetup) -> dict[str, Any]:
+    """The config sections a trained base model depends on: seed, data, model, task, train."""
+    from medprune.config import config_to_dict
+
+    config = config_to_dict(setup.config)
+    stamp = {k: config.get(k) for k in ("seed", "data", "model", "task", "train")}
+    stamp["model"] = {"name": setup.model_name, "kwargs": setup.model_kwargs}
+    return json.loads(json.dumps(stamp, default=str))
+
+
+def _check_base_stamp(path: Path, stamp: dict[str, Any]) -> None:
+    """Refuse to reuse a base model trained with other settings (no stamp: an older run, kept)."""
+    if not path.is_file():
+        log.warning("%s has no %s; reusing the base model without checking its settings.",
+                    path.parent, BASE_STAMP)  # fmt: skip
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is unreadable ({e}); delete {path.parent} to train the base model again."
+        ) from e
+    differ = [k for k in stamp if saved.get(k) != stamp[k]]
+    if differ:
+        raise ConfigError(
+            f"{path.parent / 'model.pt'} was trained with other {', '.join(differ)} settings "
+            f"than this run asks for. Use another --out, pass --checkpoint to prune a model "
+            f"you trained, or delete {path.parent} to train the base model again."
+        )
