@@ -64,7 +64,26 @@ PANEL = {
     "vgg16_bn": ("vgg16_bn", dict(), (2, 3, 32, 32)),
     "resnet56": ("resnet56", dict(), (2, 3, 32, 32)),
     "unet": ("unet", dict(), (1, 1, 64, 64)),
+    # more MONAI networks (tests/graph/test_panel.py has them all)
+    "segresnet_ds2d": ("monai.SegResNetDS", dict(spatial_dims=2, init_filters=16, in_channels=1, out_channels=2), (1, 1, 64, 64)),
+    "segresnet_vae2d": ("monai.SegResNetVAE", dict(spatial_dims=2, input_image_size=(64, 64), init_filters=8, in_channels=1, out_channels=2), (1, 1, 64, 64)),
+    "dynunet2d_deep_supervision": ("monai.DynUNet", dict(spatial_dims=2, in_channels=1, out_channels=2, kernel_size=[3, 3, 3, 3], strides=[1, 2, 2, 2], upsample_kernel_size=[2, 2, 2], deep_supervision=True, deep_supr_num=2), (1, 1, 64, 64)),
+    "mednext_s2d": ("monai.MedNeXt", dict(spatial_dims=2, in_channels=1, out_channels=2, init_filters=16), (2, 1, 64, 64)),
+    "basicunet_plusplus2d": ("monai.BasicUNetPlusPlus", dict(spatial_dims=2, in_channels=1, out_channels=2), (1, 1, 64, 64)),
+    "flexible_unet_b0": ("monai.FlexibleUNet", dict(in_channels=1, out_channels=2, backbone="efficientnet-b0", pretrained=False, spatial_dims=2), (1, 1, 64, 64)),
+    "ahnet2d": ("monai.AHNet", dict(spatial_dims=2, in_channels=1, out_channels=2, upsample_mode="transpose"), (1, 1, 128, 128)),
+    "regunet2d": ("monai.RegUNet", dict(spatial_dims=2, in_channels=2, num_channel_initial=16, depth=3, out_channels=2), (1, 2, 64, 64)),
+    "localnet2d": ("monai.LocalNet", dict(spatial_dims=2, in_channels=2, num_channel_initial=16, extract_levels=(0, 1, 2, 3), out_channels=2), (1, 2, 64, 64)),
+    "quicknat": ("monai.Quicknat", dict(num_classes=2, num_channels=1, num_filters=32), (2, 1, 64, 64)),
+    "autoencoder2d": ("monai.AutoEncoder", dict(spatial_dims=2, in_channels=1, out_channels=1, channels=(16, 32, 64), strides=(2, 2, 2)), (1, 1, 64, 64)),
+    "classifier2d": ("monai.Classifier", dict(in_shape=(1, 64, 64), classes=3, channels=(16, 32, 64), strides=(2, 2, 2)), (2, 1, 64, 64)),
+    "vit_classifier": ("monai.ViT", dict(in_channels=1, img_size=(64, 64), patch_size=(16, 16), hidden_size=96, mlp_dim=192, num_layers=2, num_heads=4, spatial_dims=2, classification=True, num_classes=2), (2, 1, 64, 64)),
+    "densenet169": ("monai.DenseNet169", dict(spatial_dims=2, in_channels=1, out_channels=2), (2, 1, 64, 64)),
+    "seresnet101": ("monai.SEResNet101", dict(spatial_dims=2, in_channels=1, num_classes=2), (2, 1, 64, 64)),
+    "efficientnet_b3": ("monai.EfficientNetBN", dict(model_name="efficientnet-b3", spatial_dims=2, in_channels=1, num_classes=2, pretrained=False), (2, 1, 64, 64)),
+    "resnet10_3d": ("monai.resnet10", dict(spatial_dims=3, n_input_channels=1, num_classes=2), (1, 1, 32, 32, 32)),
 }  # fmt: skip
+FIXED_SIZE_NAMES = {"segresnet_vae2d", "vit_classifier"}
 
 
 def _shapes(out):
@@ -122,7 +141,7 @@ def warm_up(tp):
             pass
 
 
-FIXED_SIZE = {"unetr2d"}  # built for one image size
+FIXED_SIZE = {"unetr2d"} | FIXED_SIZE_NAMES  # built for one image size
 
 
 def panel_shape(name: str, batch: int | None, spatial: int | None) -> tuple[int, ...]:
