@@ -81,3 +81,72 @@ def test_guard_rejecting_everything_keeps_the_model():
     assert result.history[-1] == {"step": 0, "rejected": True, "kept": "pre-step model"}
     assert result.summary["macs_removed"] == 0.0 and result.plan.steps == []
     assert context.guard.calls == 3
+
+
+def test_blend_and_surviving_scores():
+    from medprune.methods.stepwise import blend_scores, surviving_scores
+
+    kept = surviving_scores({"a": torch.tensor([4.0, 1.0, 3.0, 2.0])}, {"a": torch.tensor([1])})
+    assert kept["a"].tolist() == [4.0, 3.0, 2.0]  # channel 1 removed, the rest renumbered
+    new = {"a": torch.tensor([0.0, 10.0, 20.0]), "b": torch.tensor([1.0, 2.0])}
+    out = blend_scores(new, {**kept, "b": torch.tensor([5.0])}, 0.9)
+    assert out["a"].tolist() == pytest.approx([3.6, 3.7, 3.8])  # 0.9 * old + 0.1 * new
+    assert out["b"].tolist() == [1.0, 2.0]  # sizes differ: starts afresh
+
+
+def test_iterative_averages_scores_across_steps(monkeypatch):
+    from medprune.methods import stepwise
+
+    raw, planned, removed = [], [], []
+    real_plan, real_blend = stepwise.plan_pruning, stepwise.blend_scores
+
+    def recording_blend(scores, previous, ema):
+        raw.append({k: v.clone() for k, v in scores.items()})
+        return real_blend(scores, previous, ema)
+
+    def recording_plan(graph, scores, target, **kwargs):
+        planned.append({k: v.clone() for k, v in scores.items()})
+        removed.append(real_plan(graph, scores, target, **kwargs))
+        return removed[-1]
+
+    monkeypatch.setattr(stepwise, "plan_pruning", recording_plan)
+    monkeypatch.setattr(stepwise, "blend_scores", recording_blend)
+    model, x, context = _model_and_context()
+    result = get_method("iterative")(
+        model, x, context=context, target=Target(ratio=0.5), n_steps=2, criterion="l2",
+        score_ema=0.5,
+    )  # fmt: skip
+    assert result.summary["score_ema"] == 0.5 and len(planned) == 2
+    for key, value in raw[0].items():  # step 0: nothing to average with
+        assert torch.equal(planned[0][key], value)
+    survivors = stepwise.surviving_scores(planned[0], removed[0])
+    checked = 0
+    for key, value in raw[1].items():
+        if key in survivors and survivors[key].shape == value.shape:
+            torch.testing.assert_close(planned[1][key], 0.5 * survivors[key] + 0.5 * value)
+            checked += 1
+    assert checked >= 1
+
+
+def test_score_ema_auto_is_on_for_taylor_only(monkeypatch):
+    from medprune.methods import iterative as iterative_module
+
+    seen = {}
+
+    def fake_run_steps(*args, score_ema=None, **kwargs):
+        seen["score_ema"] = score_ema
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(iterative_module, "run_steps", fake_run_steps)
+    model, x, context = _model_and_context()
+    context.calibration = [(torch.randn(2, 1, 16, 16), torch.tensor([0, 1]))]
+    for criterion, expected in (("taylor", 0.9), ("taylor_gn", 0.9), ("l2", None), ("hrank", None)):
+        with pytest.raises(RuntimeError, match="stop here"):
+            get_method("iterative")(
+                model, x, context=context, target=Target(ratio=0.3), criterion=criterion
+            )
+        assert seen["score_ema"] == expected, criterion
+    with pytest.raises(ConfigError, match="score_ema"):
+        get_method("iterative")(
+            model, x, context=context, target=Target(ratio=0.3), criterion="l2", score_ema="on"
+        )

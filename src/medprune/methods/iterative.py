@@ -13,6 +13,9 @@ from medprune.methods.base import MethodContext, PruneResult, Target, register_m
 from medprune.methods.schedules import get_schedule
 from medprune.methods.stepwise import as_target, resolve_criterion, run_steps, validate_context
 
+#: Molchanov et al. (2019): Taylor scores are averaged across pruning steps with this coefficient.
+TAYLOR_SCORE_EMA = 0.9
+
 
 @register_method("iterative")
 def iterative(
@@ -28,6 +31,7 @@ def iterative(
     ignore: Sequence[str] = (),
     plan_kwargs: Mapping[str, Any] | None = None,
     max_guard_retries: int = 3,
+    score_ema: float | str | None = "auto",
 ) -> PruneResult:
     """Reach ``target`` in ``n_steps`` steps; each re-scores the current (already pruned) model.
 
@@ -47,6 +51,10 @@ def iterative(
         ignore: module names / patterns never pruned.
         plan_kwargs: extra :func:`~medprune.methods.plan.plan_pruning` options.
         max_guard_retries: back-off attempts per step when the guard rejects it.
+        score_ema: exponential moving average of the scores across steps, on the surviving
+            channels (``0.9 * previous + 0.1 * new``). ``"auto"`` (default) uses 0.9 for the
+            Taylor criteria, as Molchanov et al. (2019) do, and None (each step's own scores) for
+            the others; a float in [0, 1) or None sets it for any criterion.
 
     Returns:
         :class:`PruneResult`; ``plan`` holds one step per accepted round.
@@ -55,7 +63,14 @@ def iterative(
     if not isinstance(n_steps, int) or n_steps < 1:
         raise ConfigError(f"n_steps must be an integer >= 1; got {n_steps!r}.")
     fractions = get_schedule(schedule)(t.value, n_steps)
-    validate_context(context, resolve_criterion(criterion, criterion_kwargs), method="iterative")
+    crit = resolve_criterion(criterion, criterion_kwargs)
+    validate_context(context, crit, method="iterative")
+    if score_ema == "auto":
+        score_ema = TAYLOR_SCORE_EMA if crit.name.startswith("taylor") else None
+    elif isinstance(score_ema, str):
+        raise ConfigError(
+            f"score_ema must be 'auto', a float in [0, 1) or None; got {score_ema!r}."
+        )
     result = run_steps(
         model,
         example_inputs,
@@ -68,6 +83,9 @@ def iterative(
         ignore=ignore,
         plan_kwargs=plan_kwargs,
         max_guard_retries=max_guard_retries,
+        score_ema=score_ema,
     )
-    result.summary.update(schedule=schedule, n_steps=n_steps, fractions=fractions)
+    result.summary.update(
+        schedule=schedule, n_steps=n_steps, fractions=fractions, score_ema=score_ema
+    )
     return result

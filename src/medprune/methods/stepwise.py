@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from medprune.criteria.base import Criterion, get_criterion
@@ -87,8 +88,14 @@ def run_steps(
     ignore: Sequence[str] = (),
     plan_kwargs: Mapping[str, Any] | None = None,
     max_guard_retries: int = 3,
+    score_ema: float | None = None,
 ) -> PruneResult:
-    """Prune ``model`` (a copy) along cumulative ``fractions`` of ``target``; see the module doc."""
+    """Prune ``model`` (a copy) along cumulative ``fractions`` of ``target``; see the module doc.
+
+    ``score_ema``: when set, the scores of step ``i`` are ``ema * s_(i-1) + (1 - ema) * s_i`` on
+    the channels that survived step ``i - 1`` (Molchanov et al. 2019 average Taylor scores
+    across pruning steps with 0.9). A group whose key or size changed starts afresh.
+    """
     from medprune.graph import build_graph, prune_channels
 
     crit = resolve_criterion(criterion, criterion_kwargs)
@@ -103,9 +110,13 @@ def run_steps(
     settings = dict(  # what the fine-tunings start from, for their checkpoint fingerprints
         method=method, criterion=crit.name, criterion_kwargs=criterion_kwargs, target=target,
         fractions=list(fractions), ignore=list(ignore), plan_kwargs=plan_kwargs,
+        score_ema=score_ema,
     )  # fmt: skip
+    if score_ema is not None and not 0.0 <= float(score_ema) < 1.0:
+        raise ConfigError(f"score_ema must be in [0, 1) or None; got {score_ema!r}.")
     history: list[dict[str, Any]] = []
     steps: list[Any] = []
+    kept_scores: dict[str, torch.Tensor] = {}  # averaged scores of the surviving channels
     base_cost = None
     prev = 0.0
     for i, goal in enumerate(fractions):
@@ -130,6 +141,8 @@ def run_steps(
                 break
             step_t = Target(**{target.kind: min(step_fraction, 0.999)})
             scores = crit(graph, context.calibration, task=context.task)
+            if score_ema is not None:
+                scores = blend_scores(scores, kept_scores, float(score_ema))
             prune_idx = plan_pruning(graph, scores, step_t, **plan_kwargs)
             step = prune_channels(candidate, graph, prune_idx)
             record["channels_removed"] = int(sum(len(v) for v in prune_idx.values()))
@@ -148,6 +161,8 @@ def run_steps(
             if verdict is None or verdict["ok"]:
                 model, accepted = candidate, True
                 steps.append(step)
+                if score_ema is not None:
+                    kept_scores = surviving_scores(scores, prune_idx)
                 break
             attempt = prev + (attempt - prev) / 2.0
         if not accepted:
@@ -171,6 +186,34 @@ def run_steps(
         history=history,
         method=method,
     )
+
+
+def blend_scores(
+    scores: Mapping[str, torch.Tensor], previous: Mapping[str, torch.Tensor], ema: float
+) -> dict[str, torch.Tensor]:
+    """``ema * previous + (1 - ema) * scores`` per group whose previous scores line up
+    (same key, same channel count); other groups keep this step's scores."""
+    out = {}
+    for key, value in scores.items():
+        prev = previous.get(key)
+        if prev is not None and prev.shape == value.shape:
+            value = ema * prev.to(value) + (1.0 - ema) * value
+        out[key] = value
+    return out
+
+
+def surviving_scores(
+    scores: Mapping[str, torch.Tensor], removed: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Scores of the channels each group keeps, in their new order (``(n_kept,)`` per group)."""
+    out = {}
+    for key, value in scores.items():
+        keep = torch.ones(value.shape[0], dtype=torch.bool)
+        idx = removed.get(key)
+        if idx is not None and len(idx):
+            keep[torch.as_tensor(idx, dtype=torch.long)] = False
+        out[key] = value.detach()[keep].clone()
+    return out
 
 
 def as_target(target: Target | Mapping[str, float] | None, **kwargs: Any) -> Target:
