@@ -48,7 +48,7 @@ PANEL = {
     "mednext_s2d": ("monai.MedNeXt", dict(spatial_dims=2, in_channels=1, out_channels=2, init_filters=8), (2, 1, 32, 32), 0.5),
     "unet2d_groupnorm": ("monai.UNet", dict(spatial_dims=2, in_channels=1, out_channels=4, channels=(8, 16, 32), strides=(2, 2), num_res_units=1, norm=("group", {"num_groups": 4})), (2, 1, 32, 32), 0.6),
     "unet2d_batchnorm_relu": ("monai.UNet", dict(spatial_dims=2, in_channels=1, out_channels=2, channels=(8, 16, 32), strides=(2, 2), num_res_units=1, norm="batch", act="relu", dropout=0.1), (2, 1, 32, 32), 0.5),
-    "localnet2d": ("monai.LocalNet", dict(spatial_dims=2, in_channels=2, num_channel_initial=8, extract_levels=(0, 1, 2), out_channels=2), (2, 2, 32, 32), 0.7),
+    "localnet2d": ("monai.LocalNet", dict(spatial_dims=2, in_channels=2, num_channel_initial=8, extract_levels=(0, 1, 2), out_channels=2), (2, 2, 32, 32), 0.5),
     "regunet2d": ("monai.RegUNet", dict(spatial_dims=2, in_channels=2, num_channel_initial=8, depth=2, out_channels=2), (2, 2, 32, 32), 0.5),
     "voxelmorph_unet2d": ("monai.VoxelMorphUNet", dict(spatial_dims=2, in_channels=2, unet_out_channels=8, channels=(8, 16, 16, 16), final_conv_channels=(8, 8)), (2, 2, 32, 32), 0.5),
     "autoencoder2d": ("monai.AutoEncoder", dict(spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 16, 32), strides=(2, 2, 2)), (2, 1, 32, 32), 0.5),

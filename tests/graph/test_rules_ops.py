@@ -121,6 +121,9 @@ def test_chunk_of_indivisible_channels_pins():
 
 
 class SplitSizes(nn.Module):
+    """Two halves of a conv output multiplied, cut with sizes that are literals in the code or
+    derived from the channel count (the trace shows the same integers for both)."""
+
     def __init__(self, how: str) -> None:
         super().__init__()
         self.how = how
@@ -129,21 +132,42 @@ class SplitSizes(nn.Module):
 
     def forward(self, x):
         y = self.conv(x)
+        half = y.shape[1] // 2
         if self.how == "split":
             a, b = torch.split(y, 4, dim=1)
         elif self.how == "split_with_sizes":
             a, b = torch.split(y, [4, 4], dim=1)
+        elif self.how == "derived_split":
+            a, b = y.split(half, dim=1)  # MONAI LocalNet / RegUNet style
+        elif self.how == "derived_split_with_sizes":
+            a, b = torch.split(y, [half, half], dim=1)
         else:
             a, b = torch.narrow(y, 1, 0, 4), y[:, 4:]
         return self.head(a * b)
 
 
-@pytest.mark.parametrize("how", ["split", "split_with_sizes", "narrow"])
-def test_fixed_size_splits_pin_with_a_reason(how):
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("split", "did not follow the channel count"),
+        ("split_with_sizes", "did not follow the channel count"),
+        ("narrow", "the trace cannot tell"),
+    ],
+)
+def test_fixed_size_splits_pin_with_a_reason(how, reason):
     graph = build_graph(SplitSizes(how), X2)
     g = graph.group("conv.out")
     assert not g.prunable
-    assert "the trace cannot tell" in g.pinned_reason
+    assert reason in g.pinned_reason
+
+
+@pytest.mark.parametrize("how", ["derived_split", "derived_split_with_sizes"])
+def test_splits_derived_from_the_channel_count_prune_exactly(compare, how):
+    graph = build_graph(SplitSizes(how), X2)
+    g = graph.group("conv.out")
+    assert g.prunable and g.n_channels == 4  # (a_j, b_j) pairs, confirmed by the probe
+    pruned, _, plan, _ = compare(SplitSizes(how), X2)
+    assert pruned.conv.out_channels == 8 - 2 * plan["conv.out"].numel()
 
 
 class ChunkSpatial(nn.Module):
@@ -219,17 +243,38 @@ class ChannelSplitReshapes(nn.Module):
         if self.kind == "subpixel":
             return self.head(self.up(y))
         b, c, h, w = y.shape
-        g = y.view(b, 2, -1)
-        g = (g - g.mean(-1, keepdim=True)) / (g.std(-1, keepdim=True) + 1e-5)
+        if self.kind == "manual_group_norm":
+            g = y.view(b, 2, -1)
+            g = (g - g.mean(-1, keepdim=True)) / (g.std(-1, keepdim=True) + 1e-5)
+        else:  # the same, written with the channel split kept apart from the spatial dims
+            g = y.view(b, 2, c // 2, h, w)
+            g = (g - g.mean((2, 3, 4), keepdim=True)) / (g.std((2, 3, 4), keepdim=True) + 1e-5)
         return self.head(g.view(b, c, h, w))
 
 
-@pytest.mark.parametrize("kind", ["subpixel", "manual_group_norm"])
-def test_reshape_splitting_channels_pins_with_a_reason(kind):
+def test_subpixel_upsampling_prunes_whole_blocks(compare):
+    graph = build_graph(ChannelSplitReshapes("subpixel"), X2)
+    g = graph.group("up.conv_block.out")
+    assert g.prunable and g.n_channels == 8  # 32 conv filters = 8 blocks of 2 x 2 sub-pixels
+    (w,) = g.members("out", "weight")
+    assert w.index.shape == (8, 4) and w.index[1].tolist() == [4, 5, 6, 7]
+    pruned, _, plan, _ = compare(ChannelSplitReshapes("subpixel"), X2)
+    assert pruned.up.conv_block.out_channels == 32 - 4 * plan["up.conv_block.out"].numel()
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("manual_group_norm", "groups"),
+        # looks like sub-pixel blocks of 4; the probe sees the group count stay 2
+        ("manual_group_norm_5d", "did not follow the channel count"),
+    ],
+)
+def test_reshape_with_a_fixed_block_count_pins_with_a_reason(kind, reason):
     graph = build_graph(ChannelSplitReshapes(kind), X2)
-    producer = "up.conv_block.out" if kind == "subpixel" else "conv.out"
-    assert not graph.group(producer).prunable
-    assert "splits the channel dim" in graph.group(producer).pinned_reason
+    assert not graph.group("conv.out").prunable
+    assert "splits the channel dim" in graph.group("conv.out").pinned_reason
+    assert reason in graph.group("conv.out").pinned_reason
 
 
 class CumsumChannels(nn.Module):

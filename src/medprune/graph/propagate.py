@@ -29,7 +29,7 @@ import torch
 
 from medprune.graph.export import ExportedGraph, module_path
 
-__all__ = ["Chan", "ParamRef", "Untracked", "State", "propagate"]
+__all__ = ["Candidate", "Chan", "ParamRef", "Untracked", "State", "candidate_key", "propagate"]
 
 
 @dataclass
@@ -55,6 +55,27 @@ class Untracked:
 
     shape: tuple[int, ...]
     bcast: bool = False
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An op along channels whose sizes are integers in the trace (``split(x, 16)``,
+    ``x.reshape(B, C // 4, 2, 2, H, W)``): exact to prune through only if the model's code
+    derives them from the channel count. :mod:`medprune.graph.probe` checks that on a copy.
+
+    Attributes:
+        key: ``"node_name@module.path"``, the same in a re-trace of a pruned copy.
+        kind: ``"equal_split"`` (``k`` equal pieces) or ``"channel_blocks"`` (blocks of ``k``).
+        channels: the channel count of the op's input.
+        k: pieces (equal_split) or block size (channel_blocks).
+        dim: the input's channel dim.
+    """
+
+    key: str
+    kind: str
+    channels: int
+    k: int
+    dim: int
 
 
 @dataclass
@@ -86,6 +107,10 @@ class State:
     values: dict[str, Any] = field(default_factory=dict)
     current: torch.fx.Node | None = None
     guessed: set[int] = field(default_factory=set)  # first label of each fresh_chan output
+    # ops whose channel arithmetic the trace cannot see (see medprune.graph.probe)
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    accept: frozenset[Candidate] = frozenset()
+    probed: bool = False
 
     # ---- labels -------------------------------------------------------------------------
     def new(self, n: int) -> np.ndarray:
@@ -150,6 +175,12 @@ class State:
         self.values[node.name] = value
 
 
+def candidate_key(node: torch.fx.Node) -> str:
+    """``"split_1@decode_deconvs.0"``: FX names ops in graph order, so a re-trace of a pruned
+    copy (same code path) gives the same key."""
+    return f"{node.name}@{module_path(node)}"
+
+
 def op_name(node: torch.fx.Node) -> str:
     """``"aten.conv2d"`` for an OpOverload target, the function name otherwise."""
     target = node.target
@@ -192,7 +223,11 @@ def fresh_chan(state: State, shape: tuple[int, ...], reason: str) -> Chan | Untr
 
 
 def propagate(
-    exported: ExportedGraph, ignore: frozenset[str], *, into: State | None = None
+    exported: ExportedGraph,
+    ignore: frozenset[str],
+    *,
+    into: State | None = None,
+    accept: frozenset[Candidate] | None = None,
 ) -> State:
     """Run every op rule over the graph; returns the filled state.
 
@@ -203,10 +238,15 @@ def propagate(
             covers modules the eval forward skips). Its labels, couplings, pins and GroupNorm
             constraints are extended; the MACs terms and activation sites of this trace are
             dropped, since cost and sites describe the eval forward.
+        accept: the :class:`Candidate` ops a probe confirmed (coupled instead of pinned; an op
+            of another trace is accepted only if it is the equal candidate: same node name,
+            module, kind and sizes); None = not probed yet (every candidate pins).
     """
     from medprune.graph.rules import apply_rule
 
     state = into if into is not None else State(exported=exported, ignore=ignore)
+    if accept is not None:
+        state.accept, state.probed = accept, True
     n_costs, n_sites = len(state.costs), len(state.module_dims)
     state.values = {}
     _run_rules(state, exported, apply_rule)

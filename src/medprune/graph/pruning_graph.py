@@ -17,6 +17,7 @@ from medprune.errors import ConfigError, TraceError
 from medprune.graph.export import ExportedGraph, as_input_tuple, export_model
 from medprune.graph.group import PruningGroup
 from medprune.graph.grouping import Grouping, PositionMap, make_groups
+from medprune.graph.probe import confirm_candidates
 from medprune.graph.propagate import propagate
 
 __all__ = ["Cost", "PruningGraph", "build_graph"]
@@ -268,6 +269,9 @@ def build_graph(
     exported = export_model(model, args)
     ignored = _module_names(model, ignore)
     state = propagate(exported, ignored)
+    if state.candidates:  # splits / reshapes whose sizes may or may not follow the channels
+        accepted = confirm_candidates(model, args, exported, state.candidates, ignored)
+        state = propagate(exported, ignored, accept=accepted)
     _add_train_only_branches(model, args, exported, state, ignored)
     grouping = make_groups(state, model)
     pinned = sorted(state.pinned_ops.items())
@@ -341,4 +345,4 @@ def _add_train_only_branches(
             "train-mode trace", f"failed; modules used only in training: {', '.join(modules[:5])}"
         )
         return
-    propagate(train_exported, ignored, into=state)
+    propagate(train_exported, ignored, into=state)  # confirmed candidates must match exactly

@@ -16,10 +16,10 @@ positions, so the rule couples positions instead of pinning them:
 
 Every one of these ops fixes one side of the block layout in its arguments (the block size ``r``,
 the piece or group count ``k`` / ``g``) and derives the other from the run-time channel count, so
-the coupling above is exact. A plain reshape that splits the channel dim (MONAI's
-``SubpixelUpsample`` does ``x.reshape(B, C // r**d, r, .., *S)``) is pinned instead: the trace
-cannot tell that pattern from ``x.view(B, groups, -1, *S)`` (a hand-written group norm), and the
-two need opposite couplings.
+the coupling above is exact. ``split(x, s)`` and a reshape that splits the channel dim (MONAI's
+``SubpixelUpsample`` does ``x.reshape(B, C // r**d, r, .., *S)``) show only integers in the trace:
+the same couplings apply to them once :mod:`medprune.graph.probe` has confirmed, on a pruned copy,
+that the code derives those integers from the channel count.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 from medprune.graph.propagate import Chan, State, meta_shapes, out_shape
 from medprune.graph.rules import _untracked_or_unknown, unknown
 
-__all__ = ["BLOCK_RULES", "equal_pieces"]
+__all__ = ["BLOCK_RULES", "channel_block_size", "equal_pieces", "equal_split_count", "merge_blocks"]
 
 
 def _couple_columns(state: State, blocks: np.ndarray) -> None:
@@ -39,12 +39,14 @@ def _couple_columns(state: State, blocks: np.ndarray) -> None:
         state.couple(blocks[:, 0], blocks[:, i])
 
 
-def equal_pieces(state: State, node: torch.fx.Node, x: Chan) -> bool:
-    """chunk(k) / tensor_split(k) along the channel dim into equal pieces.
+def equal_pieces(state: State, node: torch.fx.Node, x: Chan, sections: int | None = None) -> bool:
+    """chunk(k) / tensor_split(k) (or a probed ``split``) along the channel dim into ``k`` equal
+    pieces; ``sections`` defaults to the op's second argument.
 
     Returns False (the caller pins) when the pieces are not ``k`` equal parts of the channels.
     """
-    sections = node.args[1] if len(node.args) > 1 else node.kwargs.get("chunks")
+    if sections is None:
+        sections = node.args[1] if len(node.args) > 1 else node.kwargs.get("chunks")
     shapes = meta_shapes(node)
     c = x.labels.size
     if not isinstance(sections, int) or sections < 1 or c % sections:
@@ -59,7 +61,37 @@ def equal_pieces(state: State, node: torch.fx.Node, x: Chan) -> bool:
     return True
 
 
-def _merge_blocks(state: State, x: Chan, k: int, dim: int) -> Chan:
+def equal_split_count(node: torch.fx.Node, channels: int) -> int | None:
+    """``k`` when ``split(x, s)`` / ``split_with_sizes(x, [s] * k)`` cuts ``channels`` into
+    ``k >= 2`` equal pieces; None otherwise."""
+    size = node.args[1] if len(node.args) > 1 else node.kwargs.get("split_size")
+    if isinstance(size, int) and size > 0 and channels % size == 0 and channels // size >= 2:
+        return channels // size
+    if isinstance(size, (list, tuple)) and len(size) >= 2 and len(set(size)) == 1:
+        if isinstance(size[0], int) and size[0] * len(size) == channels:
+            return len(size)
+    return None
+
+
+def channel_block_size(
+    channels: int, in_shape: tuple[int, ...], dim: int, shape: tuple[int, ...], dp: int
+) -> int | None:
+    """``k`` when a reshape turns ``(.., C, *S)`` into ``(.., C / k, k1, .., km, *S)`` with
+    ``prod(k_i) = k`` (MONAI's pixel shuffle); None otherwise."""
+    new_c = shape[dp]
+    if new_c < 1 or channels % new_c or new_c == channels:
+        return None
+    k = channels // new_c
+    acc, end = 1, dp + 1
+    while end < len(shape) and acc < k:
+        acc *= shape[end]
+        end += 1
+    if acc != k or tuple(shape[end:]) != tuple(in_shape[dim + 1 :]):
+        return None
+    return k
+
+
+def merge_blocks(state: State, x: Chan, k: int, dim: int) -> Chan:
     """Channels in consecutive blocks of ``k`` become one channel each (labels coupled)."""
     blocks = x.labels.reshape(-1, k)
     _couple_columns(state, blocks)
@@ -84,7 +116,7 @@ def pixel_shuffle(state: State, node: torch.fx.Node, name: str) -> None:
     if x.labels.size % k:
         unknown(state, node, f"{name} of {x.labels.size} channels by {k}")
         return
-    state.set(node, _merge_blocks(state, x, k, x.dim))
+    state.set(node, merge_blocks(state, x, k, x.dim))
 
 
 def pixel_unshuffle(state: State, node: torch.fx.Node, name: str) -> None:

@@ -9,11 +9,13 @@ Splitting *along* the channel dim:
 
 - ``chunk(k)`` / ``tensor_split(k)`` into equal pieces couple position ``j`` of every piece
   (see :mod:`medprune.graph.rules_blocks`, with the pixel and channel shuffles).
-- ``slice`` / ``narrow`` / ``select`` / ``split(size)`` / ``split_with_sizes`` / ``unbind``
-  carry their bounds as integers in the traced graph, and the trace cannot tell a literal
-  ``x[:, :16]`` from ``x[:, : x.shape[1] // 2]``. Pruning any channel of the sliced tensor
-  could move the bounds or leave them stale, so its channels are pinned and the op is reported.
-  A slice that keeps the whole channel dim passes through.
+- ``split(x, s)`` / ``split_with_sizes(x, [s] * k)`` into equal pieces, and a reshape that
+  splits the channel dim into sub-pixel blocks, carry sizes that may be literals or derived from
+  ``x.shape``; the trace cannot tell. They are recorded as candidates and checked on a pruned
+  copy (:mod:`medprune.graph.probe`): confirmed ones are coupled like ``chunk`` / pixel shuffle,
+  the others pin.
+- ``slice`` / ``narrow`` / ``select`` / ``unbind`` / unequal splits along channels pin their
+  channels and are reported. A slice that keeps the whole channel dim passes through.
 
 Along any other dim these ops pass the channel labels through.
 """
@@ -27,16 +29,24 @@ import numpy as np
 import torch
 
 from medprune.graph.propagate import (
+    Candidate,
     Chan,
     ParamRef,
     State,
     Untracked,
+    candidate_key,
     meta_shapes,
     op_name,
     out_shape,
 )
 from medprune.graph.rules import _set_outputs, _untracked_or_unknown, unknown
-from medprune.graph.rules_blocks import BLOCK_RULES, equal_pieces
+from medprune.graph.rules_blocks import (
+    BLOCK_RULES,
+    channel_block_size,
+    equal_pieces,
+    equal_split_count,
+    merge_blocks,
+)
 
 __all__ = ["SHAPE_RULES"]
 
@@ -121,11 +131,22 @@ def reshape(state: State, node: torch.fx.Node, name: str) -> None:
         r = shape[dp] // c  # flatten: one channel = r consecutive positions
         state.set(node, Chan(dp, np.repeat(x.labels, r), np.repeat(x.zero, r)))
         return
+    k = channel_block_size(c, in_shape, x.dim, shape, dp)
+    if k is not None:
+        cand = Candidate(candidate_key(node), "channel_blocks", c, k, x.dim)
+        state.candidates[cand.key] = cand
+        if cand in state.accept:
+            state.set(node, merge_blocks(state, x, k, dp))
+            return
+        unknown(
+            state, node, _unconfirmed(state, f"{name} splits the channel dim ({c} -> {shape[dp]})")
+        )
+        return
     unknown(
         state,
         node,
-        f"{name} splits the channel dim ({c} -> {shape[dp]}); the trace cannot tell whether the "
-        "code fixes the block size (pixel shuffle) or the block count (x.view(B, groups, -1))",
+        f"{name} splits the channel dim ({c} -> {shape[dp]}) into something other than blocks "
+        "of sub-pixels (e.g. x.view(B, groups, -1)); its sizes are fixed in the trace",
     )
 
 
@@ -264,6 +285,14 @@ def slicing(state: State, node: torch.fx.Node, name: str) -> None:
             return
         if name in EQUAL_PIECES and equal_pieces(state, node, x):
             return
+        k = equal_split_count(node, x.labels.size) if name in SPLITS else None
+        if k is not None:
+            cand = Candidate(candidate_key(node), "equal_split", x.labels.size, k, x.dim)
+            state.candidates[cand.key] = cand
+            if cand in state.accept and equal_pieces(state, node, x, sections=k):
+                return
+            unknown(state, node, _unconfirmed(state, f"{name} along channels into {k} pieces"))
+            return
         unknown(
             state,
             node,
@@ -274,6 +303,18 @@ def slicing(state: State, node: torch.fx.Node, name: str) -> None:
     removes_dim = name in ("select", "unbind")
     new = x.dim - 1 if removes_dim and dim < x.dim else x.dim
     _set_outputs(state, node, lambda s: Chan(new, x.labels, x.zero))
+
+
+SPLITS = ("split", "split_with_sizes", "unsafe_split")
+
+
+def _unconfirmed(state: State, what: str) -> str:
+    if state.probed:
+        return (
+            f"{what}: in a pruned probe copy its sizes did not follow the channel count "
+            "(fixed in the model's code), so the channels are kept"
+        )
+    return f"{what}: sizes fixed in the trace; not probed"
 
 
 def reduction(state: State, node: torch.fx.Node, name: str) -> None:
