@@ -69,7 +69,13 @@ def _probe(
     from medprune.graph.pruning_graph import PruningGraph
     from medprune.graph.surgery import prune_channels
 
-    work = copy.deepcopy(model)
+    try:
+        work = copy.deepcopy(model)
+    except Exception as e:  # noqa: BLE001 - e.g. non-leaf tensors kept as attributes
+        log.warning(
+            "cannot copy %s to probe its splits (%s); they stay pinned", type(model).__name__, e
+        )
+        return frozenset()
     state = propagate(exported, ignore, accept=trial)
     graph = PruningGraph(work, make_groups(state, work), [], args, exported.output_shapes)
     plan = {
