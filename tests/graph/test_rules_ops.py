@@ -141,6 +141,10 @@ class SplitSizes(nn.Module):
             a, b = y.split(half, dim=1)  # MONAI LocalNet / RegUNet style
         elif self.how == "derived_split_with_sizes":
             a, b = torch.split(y, [half, half], dim=1)
+        elif self.how == "derived_slices":
+            a, b = y[:, :half], y[:, half:]
+        elif self.how == "derived_narrow":
+            a, b = y.narrow(1, 0, half), y.narrow(1, half, half)
         else:
             a, b = torch.narrow(y, 1, 0, 4), y[:, 4:]
         return self.head(a * b)
@@ -151,7 +155,7 @@ class SplitSizes(nn.Module):
     [
         ("split", "did not follow the channel count"),
         ("split_with_sizes", "did not follow the channel count"),
-        ("narrow", "the trace cannot tell"),
+        ("narrow", "did not follow the channel count"),
     ],
 )
 def test_fixed_size_splits_pin_with_a_reason(how, reason):
@@ -161,7 +165,9 @@ def test_fixed_size_splits_pin_with_a_reason(how, reason):
     assert reason in g.pinned_reason
 
 
-@pytest.mark.parametrize("how", ["derived_split", "derived_split_with_sizes"])
+@pytest.mark.parametrize(
+    "how", ["derived_split", "derived_split_with_sizes", "derived_slices", "derived_narrow"]
+)
 def test_splits_derived_from_the_channel_count_prune_exactly(compare, how):
     graph = build_graph(SplitSizes(how), X2)
     g = graph.group("conv.out")
@@ -479,3 +485,18 @@ def test_token_ops_and_spatial_reductions(compare):
     graph = build_graph(SpatialOps(), X2)
     assert graph.group("conv.out").prunable and graph.group("fc.out").prunable
     compare(SpatialOps(), X2, min_groups=2)
+
+
+class OddSlice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.conv(x)[:, 1:4])  # not one of k equal pieces: nothing to probe
+
+
+def test_slice_that_is_not_an_equal_piece_pins_without_a_probe():
+    reason = build_graph(OddSlice(), X2).group("conv.out").pinned_reason
+    assert "the trace cannot tell" in reason

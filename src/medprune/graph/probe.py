@@ -32,7 +32,7 @@ from torch import nn
 from medprune.graph.export import ExportedGraph, export_model
 from medprune.graph.grouping import make_groups
 from medprune.graph.propagate import Candidate, candidate_key, out_shape, propagate
-from medprune.graph.rules_blocks import channel_block_size, equal_split_count
+from medprune.graph.rules_blocks import channel_block_size, equal_split_count, slice_piece
 
 __all__ = ["confirm_candidates"]
 
@@ -106,6 +106,8 @@ def _follows(cand: Candidate, node: torch.fx.Node | None) -> bool:
         return False  # the probe did not shrink this input: nothing learned
     if cand.kind == "equal_split":
         return equal_split_count(node, channels) == cand.k
+    if cand.kind == "equal_slice":
+        return slice_piece(node, channels) == (cand.k, cand.index)
     shape = out_shape(node)
     if shape is None or channels % cand.k:
         return False

@@ -65,10 +65,13 @@ class Candidate:
 
     Attributes:
         key: ``"node_name@module.path"``, the same in a re-trace of a pruned copy.
-        kind: ``"equal_split"`` (``k`` equal pieces) or ``"channel_blocks"`` (blocks of ``k``).
+        kind: ``"equal_split"`` (``k`` equal pieces), ``"equal_slice"`` (piece ``index`` of
+            ``k`` equal pieces: ``x[:, h:]`` with ``h = C // 2``) or ``"channel_blocks"``
+            (blocks of ``k``).
         channels: the channel count of the op's input.
         k: pieces (equal_split) or block size (channel_blocks).
         dim: the input's channel dim.
+        index: which piece an ``equal_slice`` keeps.
     """
 
     key: str
@@ -76,6 +79,7 @@ class Candidate:
     channels: int
     k: int
     dim: int
+    index: int = 0
 
 
 @dataclass

@@ -30,7 +30,15 @@ import torch
 from medprune.graph.propagate import Chan, State, meta_shapes, out_shape
 from medprune.graph.rules import _untracked_or_unknown, unknown
 
-__all__ = ["BLOCK_RULES", "channel_block_size", "equal_pieces", "equal_split_count", "merge_blocks"]
+__all__ = [
+    "BLOCK_RULES",
+    "channel_block_size",
+    "equal_pieces",
+    "equal_split_count",
+    "keep_piece",
+    "merge_blocks",
+    "slice_piece",
+]
 
 
 def _couple_columns(state: State, blocks: np.ndarray) -> None:
@@ -71,6 +79,41 @@ def equal_split_count(node: torch.fx.Node, channels: int) -> int | None:
         if isinstance(size[0], int) and size[0] * len(size) == channels:
             return len(size)
     return None
+
+
+def slice_piece(node: torch.fx.Node, channels: int) -> tuple[int, int] | None:
+    """``(k, i)`` when ``slice`` / ``narrow`` along channels keeps piece ``i`` of ``k >= 2``
+    equal pieces of ``channels`` (``x[:, :h]``, ``x[:, h:]``, ``x.narrow(1, h, h)``); else None."""
+    if base_op(node) == "narrow":
+        start, length = node.args[2], node.args[3]
+        if not (isinstance(start, int) and isinstance(length, int)):
+            return None
+        end, step = start + length, 1
+    else:
+        start = node.args[2] if len(node.args) > 2 else 0
+        end = node.args[3] if len(node.args) > 3 else channels
+        step = node.args[4] if len(node.args) > 4 else 1
+        if not all(isinstance(v, int) for v in (start, end, step)):
+            return None
+    start = start + channels if start < 0 else start
+    end = min(end + channels if end < 0 else end, channels)
+    size = end - start
+    if step != 1 or size <= 0 or size >= channels or channels % size or start % size:
+        return None
+    return channels // size, start // size
+
+
+def base_op(node: torch.fx.Node) -> str:
+    """``"slice"`` for ``aten.slice.Tensor``."""
+    packet = getattr(node.target, "_overloadpacket", None)
+    return getattr(packet, "__name__", "") if packet is not None else ""
+
+
+def keep_piece(state: State, x: Chan, k: int, index: int) -> Chan:
+    """Couple position ``j`` of all ``k`` pieces of ``x``; the channel value of piece ``index``."""
+    labels = x.labels.reshape(k, -1)
+    _couple_columns(state, labels.T)
+    return Chan(x.dim, labels[index].copy(), x.zero.reshape(k, -1)[index].copy())
 
 
 def channel_block_size(

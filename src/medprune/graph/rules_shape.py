@@ -14,8 +14,10 @@ Splitting *along* the channel dim:
   ``x.shape``; the trace cannot tell. They are recorded as candidates and checked on a pruned
   copy (:mod:`medprune.graph.probe`): confirmed ones are coupled like ``chunk`` / pixel shuffle,
   the others pin.
-- ``slice`` / ``narrow`` / ``select`` / ``unbind`` / unequal splits along channels pin their
-  channels and are reported. A slice that keeps the whole channel dim passes through.
+- A ``slice`` / ``narrow`` that keeps one of ``k`` equal pieces (``x[:, :h]``, ``x[:, h:]``)
+  is a candidate of the same kind: confirmed, it couples position ``j`` of every piece.
+- Other slices, ``select``, ``unbind`` and unequal splits along channels pin their channels
+  and are reported. A slice that keeps the whole channel dim passes through.
 
 Along any other dim these ops pass the channel labels through.
 """
@@ -45,7 +47,9 @@ from medprune.graph.rules_blocks import (
     channel_block_size,
     equal_pieces,
     equal_split_count,
+    keep_piece,
     merge_blocks,
+    slice_piece,
 )
 
 __all__ = ["SHAPE_RULES"]
@@ -284,6 +288,16 @@ def slicing(state: State, node: torch.fx.Node, name: str) -> None:
             state.set(node, Chan(x.dim, x.labels, x.zero))
             return
         if name in EQUAL_PIECES and equal_pieces(state, node, x):
+            return
+        piece = slice_piece(node, x.labels.size) if name in ("slice", "narrow") else None
+        if piece is not None:
+            k, i = piece
+            cand = Candidate(candidate_key(node), "equal_slice", x.labels.size, k, x.dim, i)
+            state.candidates[cand.key] = cand
+            if cand in state.accept:
+                state.set(node, keep_piece(state, x, k, i))
+                return
+            unknown(state, node, _unconfirmed(state, f"{name} of piece {i} of {k} along channels"))
             return
         k = equal_split_count(node, x.labels.size) if name in SPLITS else None
         if k is not None:
