@@ -318,9 +318,13 @@ def _add_train_only_branches(
 
     VAE branches (SegResNetVAE) only run in training, and deep-supervision heads (DynUNet) are
     computed in eval but only returned in training; their channels must follow the train-mode
-    data flow, or the pruned model fails as soon as it is fine-tuned. Their couplings are added to ``state``. The train trace uses a batch of at
-    least 2 (BatchNorm needs more than one value per channel). When it fails, the modules it
-    would have covered are reported in ``state.pinned_ops`` and a warning is logged.
+    data flow, or the pruned model fails as soon as it is fine-tuned. Their couplings are added
+    to ``state``. The train trace uses a batch of at least 2 (BatchNorm needs more than one value
+    per channel). When it fails, the modules it would have covered are reported in
+    ``state.pinned_ops`` and a warning is logged.
+
+    Parameters that no mode uses (UNETR's ``norm_cross_attn``) also trigger the second trace;
+    it then finds nothing new and only costs time.
     """
     missing = _untraced_parameters(model, exported)
     dead = _unused_layer_outputs(exported)
