@@ -150,26 +150,20 @@ def _channel_input(state: State, node: torch.fx.Node) -> tuple[Chan | None, tupl
 
 
 def pixel_shuffle(state: State, node: torch.fx.Node, name: str) -> None:
-    """pixel_shuffle(r): ``(*, C*r*r, H, W) -> (*, C, H*r, W*r)``."""
+    """pixel_shuffle(r): ``(*, C*r*r, H, W) -> (*, C, H*r, W*r)``, each block of ``r*r`` input
+    channels becomes one channel; pixel_unshuffle(r): the inverse, channel ``c`` -> ``r*r``
+    copies of its label."""
     x, _ = _channel_input(state, node)
     if x is None:
         _untracked_or_unknown(state, node)
         return
     k = int(node.args[1]) ** 2
-    if x.labels.size % k:
+    if name == "pixel_unshuffle":
+        state.set(node, Chan(x.dim, np.repeat(x.labels, k), np.repeat(x.zero, k)))
+    elif x.labels.size % k:
         unknown(state, node, f"{name} of {x.labels.size} channels by {k}")
-        return
-    state.set(node, merge_blocks(state, x, k, x.dim))
-
-
-def pixel_unshuffle(state: State, node: torch.fx.Node, name: str) -> None:
-    """pixel_unshuffle(r): ``(*, C, H*r, W*r) -> (*, C*r*r, H, W)``; channel ``c`` -> ``r*r`` copies."""
-    x, _ = _channel_input(state, node)
-    if x is None:
-        _untracked_or_unknown(state, node)
-        return
-    k = int(node.args[1]) ** 2
-    state.set(node, Chan(x.dim, np.repeat(x.labels, k), np.repeat(x.zero, k)))
+    else:
+        state.set(node, merge_blocks(state, x, k, x.dim))
 
 
 def channel_shuffle(state: State, node: torch.fx.Node, name: str) -> None:
@@ -189,7 +183,7 @@ def channel_shuffle(state: State, node: torch.fx.Node, name: str) -> None:
 
 BLOCK_RULES = {
     "pixel_shuffle": pixel_shuffle,
-    "pixel_unshuffle": pixel_unshuffle,
+    "pixel_unshuffle": pixel_shuffle,
     "channel_shuffle": channel_shuffle,
     "native_channel_shuffle": channel_shuffle,
 }
