@@ -166,3 +166,18 @@ def test_sauron_prunes_identically_on_every_rank(tmp_path: Path) -> None:
     assert done.returncode == 0 and len(lines) == 2, done.stderr[-2000:]
     (_, _, channels_0, digest_0), (_, _, channels_1, digest_1) = lines
     assert channels_0 == channels_1 and digest_0 == digest_1
+
+
+def test_sauron_says_when_a_short_schedule_misses_the_target(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model = create_model("tiny_unet", in_channels=1, out_channels=2)
+    with caplog.at_level("WARNING", logger="medprune.methods.sauron"):
+        result = sauron(
+            model, torch.zeros(1, 1, 16, 16), context=_context(epochs=1), target=Target(macs=0.5)
+        )  # reference defaults: nothing moves in 1 epoch
+    assert result.summary["target_reached"] is False
+    assert "short of the 50% target" in caplog.text and "rho=5" in caplog.text
+    fast = sauron(model, torch.zeros(1, 1, 16, 16), context=_context(epochs=3),
+                  target=Target(macs=0.05), **FAST)  # fmt: skip
+    assert fast.summary["target_reached"] is True

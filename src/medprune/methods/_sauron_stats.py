@@ -6,9 +6,11 @@ See ``methods-sauron-taylor-mfp.md`` §2.3 (``delta_opt``), §2.4 (``delta_prune
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -200,3 +202,44 @@ def validate_options(
         raise ConfigError(f"min_channels must be an integer >= 1; got {min_channels!r}.")
     if isinstance(ignore, str):
         raise ConfigError(f"ignore must be a list of module names; got the string {ignore!r}.")
+
+
+# ---- the optional MACs / params target -------------------------------------------------------
+def _removed(target: Any, before: tuple[int, int], after: tuple[int, int]) -> float:
+    i = 0 if target.kind == "macs" else 1
+    return 1.0 - after[i] / before[i] if before[i] else 0.0
+
+
+def target_reached(target: Any, before: tuple[int, int], after: tuple[int, int]) -> bool | None:
+    """Whether a ``macs`` / ``params`` target was met within 1 point (None: no such target).
+
+    Args:
+        target: a :class:`~medprune.methods.base.Target` or None.
+        before, after: ``(macs, params)`` of the model before and after.
+    """
+    if target is None or target.kind not in ("macs", "params"):
+        return None
+    return _removed(target, before, after) >= target.value - 0.01
+
+
+def target_stopper(target: Any, before: tuple[int, int]) -> Callable[[int, int], bool]:
+    """``stop(macs, params)``: True once the ``macs`` / ``params`` target is removed."""
+
+    def stop(macs: int, params: int) -> bool:
+        if target.kind not in ("macs", "params"):
+            return False
+        return _removed(target, before, (macs, params)) >= target.value
+
+    return stop
+
+
+def warn_short_schedule(
+    target: Any, before: tuple[int, int], after: tuple[int, int], epochs: int, rho: int
+) -> None:
+    """Log why Sauron ended short of its target and what to change."""
+    logging.getLogger("medprune.methods.sauron").warning(
+        "sauron removed %.1f%% of %s in %d epochs, short of the %.0f%% target. Its thresholds "
+        "rise only when a layer has plateaued for rho=%d epochs: train longer, or lower rho / "
+        "raise tau_init (e.g. tau_init=0.05, rho=1) for short schedules.",
+        100 * _removed(target, before, after), target.kind, epochs, 100 * target.value, rho,
+    )  # fmt: skip

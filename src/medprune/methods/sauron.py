@@ -44,9 +44,12 @@ from medprune.methods._sauron_stats import (
     channels_below,
     clustering_distance,
     prune_distances,
+    target_reached,
+    target_stopper,
     tau_grid,
     update_threshold,
     validate_options,
+    warn_short_schedule,
 )
 from medprune.methods._training import (
     CallbackBase,
@@ -301,17 +304,6 @@ class SauronCallback(CallbackBase):
         return removal, raised
 
 
-def _stopper(target: Target, before: tuple[int, int]) -> Any:
-    def stop(macs: int, params: int) -> bool:
-        if target.kind == "macs":
-            return 1.0 - macs / before[0] >= target.value
-        if target.kind == "params":
-            return 1.0 - params / before[1] >= target.value
-        return False
-
-    return stop
-
-
 @register_method("sauron")
 def sauron(
     model: nn.Module,
@@ -375,7 +367,7 @@ def sauron(
     set_guard_reference(context, model)
     graph = build_graph(model, example_inputs, ignore=tuple(ignore))
     total = sum(g.n_channels for g in graph.prunable_groups())
-    stop = _stopper(target, before) if target and respect_target else None
+    stop = target_stopper(target, before) if target and respect_target else None
     options = dict(
         lambda_opt=float(lambda_opt), pool_factor=pool_factor, tau_init=tau_init, tau_max=tau_max,
         kappa=kappa, rho=rho, mu=mu, min_channels=min_channels, faithful=faithful,
@@ -398,6 +390,9 @@ def sauron(
     after = cost(model, example_inputs)
     verdict = check_guard(context, model, method="sauron")
     channels_after = sum(g.n_channels for g in callback.graph.prunable_groups())
+    reached = target_reached(target, before, after)
+    if reached is False:
+        warn_short_schedule(target, before, after, len(callback.history_), rho)
     return PruneResult(
         model=model,
         plan=make_plan(model, callback.steps, example_inputs, ignore),
@@ -408,6 +403,7 @@ def sauron(
             channels_after=channels_after,
             epochs=len(callback.history_),
             guard=verdict,
+            target_reached=reached,
             final_tau={k: v.tau for k, v in callback.layers.items()},
         ),  # fmt: skip
         history=copy.deepcopy(callback.history_),
