@@ -47,3 +47,38 @@ def test_inspect_bad_kwargs(capsys):
     )
     assert code == 2
     assert "--model-kwargs must be a JSON object" in capsys.readouterr().err
+
+
+GATED = """
+import torch
+import torch.nn as nn
+
+
+class Gated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gate = nn.Conv2d(1, 16, 3, padding=1)
+        self.fixed = nn.Conv2d(1, 8, 3, padding=1)
+        self.head = nn.Conv2d(12, 2, 1)
+
+    def forward(self, x):
+        a, b = self.gate(x).split(self.gate.out_channels // 2, dim=1)  # derived: prunable
+        u, v = torch.split(self.fixed(x), [4, 4], dim=1)  # literal: pinned
+        return self.head(torch.cat([a * torch.sigmoid(b), u + v], dim=1))
+
+
+def make():
+    return Gated()
+"""
+
+
+def test_inspect_reports_what_the_probe_decided(tmp_path, capsys):
+    path = tmp_path / "gated.py"
+    path.write_text(GATED)
+    assert main(["inspect", "--model", f"{path}:make", "--input-shape", "1,1,16,16"]) == 0
+    out = capsys.readouterr().out
+    assert "probed on a pruned copy (2):" in out
+    assert re.search(r"split@<root> \(equal_split\): sizes follow the channel count", out)
+    assert re.search(r"split_with_sizes@<root> \(equal_split\): fixed: pinned", out)
+    diff = float(LAST.match(out.strip().splitlines()[-1]).group(1))
+    assert diff <= 1e-9

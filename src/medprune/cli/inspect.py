@@ -116,6 +116,11 @@ def run(args: argparse.Namespace) -> int:
     echo(f"pinned ops / modules ({len(graph.pinned)}):")
     for where, reason in graph.pinned:
         echo(f"  {where}: {reason}")
+    if graph.probed:
+        echo(f"probed on a pruned copy ({len(graph.probed)}):")
+        for key, kind, ok in graph.probed:
+            verdict = "sizes follow the channel count: pruned through" if ok else "fixed: pinned"
+            echo(f"  {key} ({kind}): {verdict}")
 
     plan = uniform_plan(graph, args.ratio)
     before = graph.estimate()

@@ -182,7 +182,7 @@ class State:
 def candidate_key(node: torch.fx.Node) -> str:
     """``"split_1@decode_deconvs.0"``: FX names ops in graph order, so a re-trace of a pruned
     copy (same code path) gives the same key."""
-    return f"{node.name}@{module_path(node)}"
+    return f"{node.name}@{module_path(node) or '<root>'}"
 
 
 def op_name(node: torch.fx.Node) -> str:

@@ -67,6 +67,9 @@ class PruningGraph:
         model: the traced model (tensors are read live from it).
         groups: every :class:`PruningGroup`, prunable or pinned, in graph order.
         pinned: ``(op or module, reason)`` for every op or module that pins channels.
+        probed: ``(op, kind, confirmed)`` for every split / slice / reshape whose sizes were
+            checked on a pruned copy (:mod:`medprune.graph.probe`); confirmed ones are pruned
+            through.
         example_inputs: the example inputs used for tracing.
         model_class: class name of the model.
     """
@@ -86,6 +89,7 @@ class PruningGraph:
         self.output_shapes = output_shapes
         self.model_class = type(model).__name__
         self.stale = False
+        self.probed: list[tuple[str, str, bool]] = []  # (op key, kind, follows the channels)
         self._grouping = grouping
         self._index = {g.key: i for i, g in enumerate(self.groups)}
         sizes = [g.n_channels for g in self.groups]
@@ -269,13 +273,17 @@ def build_graph(
     exported = export_model(model, args)
     ignored = _module_names(model, ignore)
     state = propagate(exported, ignored)
+    probed: list[tuple[str, str, bool]] = []
     if state.candidates:  # splits / reshapes whose sizes may or may not follow the channels
         accepted = confirm_candidates(model, args, exported, state.candidates, ignored)
+        probed = [(c.key, c.kind, c in accepted) for c in state.candidates.values()]
         state = propagate(exported, ignored, accept=accepted)
     _add_train_only_branches(model, args, exported, state, ignored)
     grouping = make_groups(state, model)
     pinned = sorted(state.pinned_ops.items())
-    return PruningGraph(model, grouping, pinned, args, exported.output_shapes)
+    graph = PruningGraph(model, grouping, pinned, args, exported.output_shapes)
+    graph.probed = probed
+    return graph
 
 
 def _untraced_parameters(model: nn.Module, exported: ExportedGraph) -> list[str]:
