@@ -121,3 +121,13 @@ def test_checkpoint_without_a_stored_recipe_warns_and_loads(
     assert resumed.resumed_from_epoch == 1 and resumed.epochs_completed == 2
     for key, value in full.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+def test_resume_refuses_another_number_of_processes(tmp_path: Path, monkeypatch) -> None:
+    import medprune.tasks.distributed as ddp
+
+    path = tmp_path / "ckpt.pt"
+    _run(path)
+    monkeypatch.setattr(ddp, "world_size", lambda: 2)  # as if rerun under torchrun -nproc 2
+    with pytest.raises(CheckpointError, match=r"world_size \(processes\): 1 -> 2"):
+        _run(path, resume=True)

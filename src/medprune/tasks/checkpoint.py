@@ -176,8 +176,10 @@ def check_resume(
     recipe: Mapping[str, Any],
     seed: int,
     task: Mapping[str, Any] | None = None,
+    world_size: int | None = None,
 ) -> None:
-    """Refuse to resume the training checkpoint ``saved`` under another recipe, seed or task.
+    """Refuse to resume the training checkpoint ``saved`` under another recipe, seed, task or
+    number of processes.
 
     ``recipe`` and ``task`` are the plain-data forms stored in the checkpoint (``asdict`` of the
     :class:`~medprune.tasks.recipe.TrainRecipe`, ``task.config()``). Every recipe field must match,
@@ -200,6 +202,8 @@ def check_resume(
         recipe: the recipe of the resuming run, as plain data.
         seed: the seed of the resuming run.
         task: the task configuration of the resuming run (None = not compared).
+        world_size: processes of the resuming run (None = not compared). Each rank reads its
+            own shard of every epoch, so another world size would continue with other batches.
 
     Raises:
         CheckpointError: a setting differs (each listed as ``field: old -> new``), or ``epochs``
@@ -222,6 +226,9 @@ def check_resume(
     changes += _changes("extra.", old_extra, new_extra, _FREE_EXTRA)
     if saved["seed"] != seed:
         changes.append(f"seed: {saved['seed']!r} -> {seed!r}")
+    old_world = saved.get("world_size")
+    if world_size is not None and old_world is not None and old_world != world_size:
+        changes.append(f"world_size (processes): {old_world!r} -> {world_size!r}")
     if task is not None and isinstance(saved.get("task"), Mapping):
         changes += _changes("task.", saved["task"], task, _EVALUATION_ONLY)
     old_epochs, new_epochs = old_recipe.get("epochs"), new_recipe.get("epochs")

@@ -241,7 +241,14 @@ def _restore(
             "(a training checkpoint written by medprune.tasks.train)."
         )
     recipe_data = _plain(dataclasses.asdict(recipe))
-    check_resume(path, ckpt, recipe=recipe_data, seed=seed, task=_plain(task.config()))
+    check_resume(
+        path,
+        ckpt,
+        recipe=recipe_data,
+        seed=seed,
+        task=_plain(task.config()),
+        world_size=ddp.world_size(),
+    )
     saved_cbs = ckpt.get("callbacks") or []
     if len(saved_cbs) != len(callbacks):
         logger.warning(
