@@ -105,6 +105,28 @@ def test_chunk_into_equal_pieces_prunes_in_pairs(compare, op):
     assert pruned.head.in_channels == 4 - removed
 
 
+class ChunkPaths(nn.Module):
+    """chunk(2) whose pieces go to different convs: only the chunk rule ties a_j to b_j."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.left = nn.Conv2d(4, 2, 1)
+        self.right = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        a, b = F.relu(self.conv(x)).chunk(2, dim=1)
+        return self.left(a) + self.right(b)
+
+
+def test_chunk_pieces_on_separate_paths_stay_equal(compare):
+    graph = build_graph(ChunkPaths(), X2)
+    (w,) = graph.group("conv.out").members("out", "weight")
+    assert w.index.tolist() == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    pruned, _, plan, _ = compare(ChunkPaths(), X2)
+    assert pruned.left.in_channels == pruned.right.in_channels == 4 - plan["conv.out"].numel()
+
+
 def test_chunk_of_indivisible_channels_pins():
     model = GluGate(8)
     model.conv = nn.Conv2d(3, 7, 3, padding=1)  # chunk(2) of 7 channels: pieces of 4 and 3
