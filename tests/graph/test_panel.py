@@ -96,3 +96,17 @@ def test_panel_model_prunes_exactly(name, compare):
     # every pinned op is reported with a reason; the model's input is always pinned
     assert all(reason for _, reason in old_graph.pinned)
     assert any(where.startswith("input") for where, _ in old_graph.pinned)
+
+
+def test_voxelmorph_with_two_inputs_prunes_exactly(compare):
+    """Registration: (moving, fixed) in, (warped, flow) out; the warping ops are pinned."""
+    from monai.networks.nets import VoxelMorph, VoxelMorphUNet
+
+    torch.manual_seed(0)
+    backbone = VoxelMorphUNet(spatial_dims=2, in_channels=2, unet_out_channels=8,
+                              channels=(8, 16, 16, 16), final_conv_channels=(8, 8))  # fmt: skip
+    model = VoxelMorph(backbone=backbone, integration_steps=3, spatial_dims=2)
+    x = (torch.randn(2, 1, 32, 32), torch.randn(2, 1, 32, 32))
+    _, graph, _, after = compare(model, x, min_groups=3)
+    assert after.macs <= 0.6 * graph.estimate().macs
+    assert any("grid_sampler" in where for where, _ in graph.pinned)  # warping: reported
