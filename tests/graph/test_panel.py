@@ -98,6 +98,7 @@ def test_panel_model_prunes_exactly(name, compare):
     assert any(where.startswith("input") for where, _ in old_graph.pinned)
 
 
+@pytest.mark.filterwarnings("ignore:monai.networks.blocks.Warp. Using PyTorch native grid_sample")
 def test_voxelmorph_with_two_inputs_prunes_exactly(compare):
     """Registration: (moving, fixed) in, (warped, flow) out; the warping ops are pinned."""
     from monai.networks.nets import VoxelMorph, VoxelMorphUNet
