@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from medprune.graph.propagate import Chan, State, meta_shapes, out_shape
-from medprune.graph.rules import _untracked_or_unknown, unknown
+from medprune.graph.rules import _untracked_or_unknown, base_name, unknown
 
 __all__ = [
     "BLOCK_RULES",
@@ -84,7 +84,7 @@ def equal_split_count(node: torch.fx.Node, channels: int) -> int | None:
 def slice_piece(node: torch.fx.Node, channels: int) -> tuple[int, int] | None:
     """``(k, i)`` when ``slice`` / ``narrow`` along channels keeps piece ``i`` of ``k >= 2``
     equal pieces of ``channels`` (``x[:, :h]``, ``x[:, h:]``, ``x.narrow(1, h, h)``); else None."""
-    if base_op(node) == "narrow":
+    if base_name(node) == "narrow":
         start, length = node.args[2], node.args[3]
         if not (isinstance(start, int) and isinstance(length, int)):
             return None
@@ -101,12 +101,6 @@ def slice_piece(node: torch.fx.Node, channels: int) -> tuple[int, int] | None:
     if step != 1 or size <= 0 or size >= channels or channels % size or start % size:
         return None
     return channels // size, start // size
-
-
-def base_op(node: torch.fx.Node) -> str:
-    """``"slice"`` for ``aten.slice.Tensor``."""
-    packet = getattr(node.target, "_overloadpacket", None)
-    return getattr(packet, "__name__", "") if packet is not None else ""
 
 
 def keep_piece(state: State, x: Chan, k: int, index: int) -> Chan:
