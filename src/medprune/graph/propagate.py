@@ -69,7 +69,7 @@ class Candidate:
             ``k`` equal pieces: ``x[:, h:]`` with ``h = C // 2``) or ``"channel_blocks"``
             (blocks of ``k``).
         channels: the channel count of the op's input.
-        k: pieces (equal_split) or block size (channel_blocks).
+        k: pieces (equal_split, equal_slice) or block size (channel_blocks).
         dim: the input's channel dim.
         index: which piece an ``equal_slice`` keeps.
     """
