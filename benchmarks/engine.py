@@ -325,6 +325,35 @@ def bench_conv_widths(repeats: int) -> None:
         print(f"| {c} | {macs / 1e6:.0f} | {ms:.2f} | {macs / ms / 1e6:.0f} |", flush=True)
 
 
+def bench_budget_latency(size: int, repeats: int) -> None:
+    """Latency removed by a 50% MACs budget (l1 scores, global and uniform plans)."""
+    from medprune.criteria import get_criterion
+    from medprune.methods import Target
+    from medprune.methods.plan import plan_pruning
+
+    print("\n| model (batch 8, 2 threads) | plan | MACs removed | latency removed | ratio |")
+    print("|---" * 5 + "|")
+    torch.set_num_threads(2)
+    for name in ("resnet50", "UNet (MONAI tutorial: 16-256, 2 res units)"):
+        reg, kwargs, c_in = LATENCY_CASES[name]
+        torch.manual_seed(0)
+        base = create_model(reg, **kwargs).eval()
+        x = torch.randn(8, c_in, size, size)
+        models = [base]
+        for scope in ("global", "uniform"):
+            model = copy.deepcopy(base)
+            graph = build_graph(model, x[:1])
+            plan = plan_pruning(graph, get_criterion("l1")(graph), Target(macs=0.5), scope=scope)
+            prune_channels(model, graph, plan)
+            models.append(model)
+        times = _interleaved_ms(models, x, repeats)
+        macs0 = count_macs(base, x)
+        for scope, model, (ms, _) in zip(("global", "uniform"), models[1:], times[1:], strict=True):
+            red = 1 - count_macs(model, x) / macs0
+            lat = 1 - ms / times[0][0]
+            print(f"| {name} | {scope} | {red:.1%} | {lat:.1%} | {lat / red:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(PANEL))
@@ -339,6 +368,9 @@ def main() -> None:
     )
     parser.add_argument("--spatial", type=int, default=None, help="panel: 2D side (3D: half)")
     parser.add_argument("--no-profile", action="store_true", help="latency: skip the breakdown")
+    parser.add_argument(
+        "--budget", action="store_true", help="also: latency removed by a 50%% MACs budget"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     try:
@@ -353,6 +385,8 @@ def main() -> None:
         bench_panel(names, tp, args.trials, args.batch, args.spatial)
     if not args.no_latency:
         bench_latency(args.size, args.repeats, not args.no_profile)
+    if args.budget:
+        bench_budget_latency(args.size, args.repeats)
 
 
 if __name__ == "__main__":
