@@ -290,19 +290,34 @@ def test_subpixel_upsampling_prunes_whole_blocks(compare):
     assert pruned.up.conv_block.out_channels == 32 - 4 * plan["up.conv_block.out"].numel()
 
 
-@pytest.mark.parametrize(
-    ("kind", "reason"),
-    [
-        ("manual_group_norm", "groups"),
-        # looks like sub-pixel blocks of 4; the probe sees the group count stay 2
-        ("manual_group_norm_5d", "did not follow the channel count"),
-    ],
-)
-def test_reshape_with_a_fixed_block_count_pins_with_a_reason(kind, reason):
+@pytest.mark.parametrize("kind", ["manual_group_norm", "manual_group_norm_5d"])
+def test_reshape_with_a_fixed_block_count_pins_with_a_reason(kind):
     graph = build_graph(ChannelSplitReshapes(kind), X2)
+    reason = graph.group("conv.out").pinned_reason
     assert not graph.group("conv.out").prunable
-    assert "splits the channel dim" in graph.group("conv.out").pinned_reason
-    assert reason in graph.group("conv.out").pinned_reason
+    assert "splits the channel dim" in reason and "groups" in reason
+    assert not graph.probed  # not the sub-pixel pattern: nothing to probe
+
+
+class LiteralSubpixel(nn.Module):
+    """A hand-written pixel shuffle with its sizes typed in: the probe must refuse it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        b, _, h, w = y.shape
+        y = y.view(b, 2, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, 2, 2 * h, 2 * w)
+        return self.head(y)
+
+
+def test_literal_subpixel_reshape_is_probed_and_pinned():
+    graph = build_graph(LiteralSubpixel(), X2)
+    assert [(kind, ok) for _, kind, ok in graph.probed] == [("channel_blocks", False)]
+    assert "did not follow the channel count" in graph.group("conv.out").pinned_reason
 
 
 class CumsumChannels(nn.Module):

@@ -38,6 +38,9 @@ __all__ = ["confirm_candidates"]
 
 log = logging.getLogger(__name__)
 
+#: When the joint probe fails, each candidate is probed alone, at most this many (one export each).
+MAX_SINGLE_PROBES = 6
+
 
 def confirm_candidates(
     model: nn.Module,
@@ -51,6 +54,9 @@ def confirm_candidates(
     together = _probe(model, args, exported, ignore, every)
     if together is not None:
         return together
+    if len(every) > MAX_SINGLE_PROBES:  # bound the cost: pin them all
+        log.info("%d candidate splits failed together; not probing them one by one", len(every))
+        return frozenset()
     confirmed: set[Candidate] = set()
     for cand in sorted(every, key=lambda c: c.key):
         alone = _probe(model, args, exported, ignore, frozenset({cand}))

@@ -24,6 +24,8 @@ that the code derives those integers from the channel count.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -113,19 +115,20 @@ def keep_piece(state: State, x: Chan, k: int, index: int) -> Chan:
 def channel_block_size(
     channels: int, in_shape: tuple[int, ...], dim: int, shape: tuple[int, ...], dp: int
 ) -> int | None:
-    """``k`` when a reshape turns ``(.., C, *S)`` into ``(.., C / k, k1, .., km, *S)`` with
-    ``prod(k_i) = k`` (MONAI's pixel shuffle); None otherwise."""
+    """``k = r**d`` when a reshape turns ``(.., C, *S)`` with ``d`` spatial dims into
+    ``(.., C / k, r, .., r, *S)`` (``d`` sub-pixel factors: MONAI's pixel shuffle); None otherwise
+    (e.g. attention heads ``(B, N, 3, heads, dim)`` or ``x.view(B, groups, C // groups, H, W)``).
+    """
     new_c = shape[dp]
-    if new_c < 1 or channels % new_c or new_c == channels:
+    spatial = tuple(in_shape[dim + 1 :])
+    factors = tuple(shape[dp + 1 : dp + 1 + len(spatial)])
+    if new_c < 1 or channels % new_c or new_c == channels or not spatial:
         return None
-    k = channels // new_c
-    acc, end = 1, dp + 1
-    while end < len(shape) and acc < k:
-        acc *= shape[end]
-        end += 1
-    if acc != k or tuple(shape[end:]) != tuple(in_shape[dim + 1 :]):
+    if len(set(factors)) != 1 or factors[0] < 2 or math.prod(factors) * new_c != channels:
         return None
-    return k
+    if tuple(shape[dp + 1 + len(spatial) :]) != spatial:
+        return None
+    return channels // new_c
 
 
 def merge_blocks(state: State, x: Chan, k: int, dim: int) -> Chan:
