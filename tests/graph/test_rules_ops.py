@@ -537,3 +537,32 @@ class OddSlice(nn.Module):
 def test_slice_that_is_not_an_equal_piece_pins_without_a_probe():
     reason = build_graph(OddSlice(), X2).group("conv.out").pinned_reason
     assert "the trace cannot tell" in reason
+
+
+class SplitActs(nn.Module):
+    """Two halves through different parameter-free ops, concatenated back: a literal split still
+    runs after pruning (pieces of 4 and 2) but mixes the halves silently; only the probe's size
+    check catches it."""
+
+    def __init__(self, derived: bool) -> None:
+        super().__init__()
+        self.derived = derived
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        a, b = y.split(y.shape[1] // 2 if self.derived else 4, dim=1)
+        return self.head(torch.cat([F.relu(a), torch.tanh(b)], dim=1))
+
+
+def test_probe_refuses_a_literal_split_that_still_runs():
+    graph = build_graph(SplitActs(derived=False), X2)
+    assert [(kind, ok) for _, kind, ok in graph.probed] == [("equal_split", False)]
+    assert not graph.group("conv.out").prunable
+
+
+def test_probe_confirms_the_derived_split_and_it_prunes_exactly(compare):
+    graph = build_graph(SplitActs(derived=True), X2)
+    assert [(kind, ok) for _, kind, ok in graph.probed] == [("equal_split", True)]
+    compare(SplitActs(derived=True), X2)
