@@ -1,4 +1,5 @@
-"""Property test: on random compositions of medical-CNN blocks, zeroed channels prune exactly."""
+"""Property test: on random 2D and 3D compositions of medical-CNN blocks, zeroed channels prune
+exactly."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from random_models import SIZE, random_net
 from medprune.graph import build_graph
 from medprune.graph.verify import check_equivalence
 
-SEEDS = range(40)
+CASES = [(seed, 2) for seed in range(40)] + [(seed, 3) for seed in range(100, 112)]
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_random_network_prunes_exactly(seed):
-    model = random_net(seed)
-    x = torch.randn(2, 2, SIZE, SIZE)
+@pytest.mark.parametrize(("seed", "dims"), CASES)
+def test_random_network_prunes_exactly(seed, dims):
+    model = random_net(seed, dims)
+    x = torch.randn(2, 2, *([SIZE] * dims))
     graph = build_graph(model, x)
     # only the data's channels and the class outputs may be pinned: every block has a rule
     assert [where for where, _ in graph.pinned] == ["input x"], (model.kinds, graph.pinned)
