@@ -131,3 +131,14 @@ def test_resume_refuses_another_number_of_processes(tmp_path: Path, monkeypatch)
     monkeypatch.setattr(ddp, "world_size", lambda: 2)  # as if rerun under torchrun -nproc 2
     with pytest.raises(CheckpointError, match=r"world_size \(processes\): 1 -> 2"):
         _run(path, resume=True)
+
+
+class _Marker:
+    """An object in ``recipe.extra`` whose default repr holds a memory address."""
+
+
+def test_resume_ignores_memory_addresses_in_recipe_extra(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pt"
+    _run(path, epochs=1, extra={"marker": _Marker()})
+    result = _run(path, resume=True, epochs=2, extra={"marker": _Marker()})  # another instance
+    assert result.resumed_from_epoch == 1

@@ -91,7 +91,10 @@ def _plain(obj: Any) -> Any:
         return obj.tolist()
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    return str(obj)
+    text = str(obj)
+    if " at 0x" in text:  # a default repr: its memory address differs in every process
+        return f"<{type(obj).__module__}.{type(obj).__qualname__}>"
+    return text
 
 
 def _signature(model: nn.Module) -> tuple[Any, ...]:
