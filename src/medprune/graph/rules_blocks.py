@@ -1,5 +1,5 @@
-"""Propagation rules for ops that move whole *blocks* of channels: equal-piece splits, pixel
-(un)shuffle and channel shuffle.
+"""Propagation rules for ops that cut or move whole *blocks* of channels: slicing and splitting,
+pixel (un)shuffle and channel shuffle.
 
 Each of these keeps the model correct after pruning only if every block loses the same
 positions, so the rule couples positions instead of pinning them:
@@ -19,7 +19,12 @@ the piece or group count ``k`` / ``g``) and derives the other from the run-time 
 the coupling above is exact. ``split(x, s)`` and a reshape that splits the channel dim (MONAI's
 ``SubpixelUpsample`` does ``x.reshape(B, C // r**d, r, .., *S)``) show only integers in the trace:
 the same couplings apply to them once :mod:`medprune.graph.probe` has confirmed, on a pruned copy,
-that the code derives those integers from the channel count.
+that the code derives those integers from the channel count. A ``slice`` / ``narrow`` that keeps
+one of ``k`` equal pieces (``x[:, :h]``, ``x[:, h:]`` with ``h = C // 2``) is probed the same way.
+
+Other slices, ``select``, ``unbind`` and unequal splits along channels pin their channels and
+are reported (a slice that keeps the whole channel dim passes through). Along any other dim these
+ops pass the channel labels through.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ import math
 import numpy as np
 import torch
 
-from medprune.graph.propagate import Chan, State, meta_shapes, out_shape
-from medprune.graph.rules import _untracked_or_unknown, base_name, unknown
+from medprune.graph.propagate import Candidate, Chan, State, candidate_key, meta_shapes, out_shape
+from medprune.graph.rules import _set_outputs, _untracked_or_unknown, base_name, unknown
 
 __all__ = [
     "BLOCK_RULES",
@@ -178,9 +183,86 @@ def channel_shuffle(state: State, node: torch.fx.Node, name: str) -> None:
     state.set(node, Chan(1, table.T.reshape(-1).copy(), x.zero.reshape(groups, n).T.reshape(-1)))
 
 
+def _input(state: State, node: torch.fx.Node) -> tuple[Chan | None, tuple[int, ...]]:
+    x = state.val(node.args[0])
+    shape = out_shape(node.args[0]) if isinstance(node.args[0], torch.fx.Node) else None
+    if isinstance(x, Chan) and shape is not None:
+        return x, shape
+    return None, ()
+
+
+def _norm_dim(d: int, nd: int) -> int:
+    return d + nd if d < 0 else d
+
+
+EQUAL_PIECES = ("chunk", "unsafe_chunk", "tensor_split")
+
+
+def slicing(state: State, node: torch.fx.Node, name: str) -> None:
+    """slice / select / narrow / split / chunk / unbind (see the module doc for channels)."""
+    x, in_shape = _input(state, node)
+    if x is None:
+        _untracked_or_unknown(state, node)
+        return
+    nd = len(in_shape)
+    dim_pos = 1
+    dim = node.args[dim_pos] if len(node.args) > dim_pos else node.kwargs.get("dim", 0)
+    if name in ("split", "split_with_sizes", "unsafe_split", *EQUAL_PIECES):
+        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+    dim = _norm_dim(int(dim), nd)
+    shapes = meta_shapes(node)
+    if dim == x.dim:
+        if name == "slice" and shapes[0] is not None and shapes[0][dim] == in_shape[dim]:
+            state.set(node, Chan(x.dim, x.labels, x.zero))
+            return
+        if name in EQUAL_PIECES and equal_pieces(state, node, x):
+            return
+        piece = slice_piece(node, x.labels.size) if name in ("slice", "narrow") else None
+        if piece is not None:
+            k, i = piece
+            cand = Candidate(candidate_key(node), "equal_slice", x.labels.size, k, x.dim, i)
+            state.candidates[cand.key] = cand
+            if cand in state.accept:
+                state.set(node, keep_piece(state, x, k, i))
+                return
+            unknown(state, node, _unconfirmed(state, f"{name} of piece {i} of {k} along channels"))
+            return
+        k = equal_split_count(node, x.labels.size) if name in SPLITS else None
+        if k is not None:
+            cand = Candidate(candidate_key(node), "equal_split", x.labels.size, k, x.dim)
+            state.candidates[cand.key] = cand
+            if cand in state.accept and equal_pieces(state, node, x, sections=k):
+                return
+            unknown(state, node, _unconfirmed(state, f"{name} along channels into {k} pieces"))
+            return
+        unknown(
+            state,
+            node,
+            f"{name} along channels: its bounds are integers in the traced graph "
+            "(a literal or x.shape-derived; the trace cannot tell), so the sliced channels are kept",
+        )
+        return
+    removes_dim = name in ("select", "unbind")
+    new = x.dim - 1 if removes_dim and dim < x.dim else x.dim
+    _set_outputs(state, node, lambda s: Chan(new, x.labels, x.zero))
+
+
+SPLITS = ("split", "split_with_sizes", "unsafe_split")
+
+
+def _unconfirmed(state: State, what: str) -> str:
+    if state.probed:
+        return (
+            f"{what}: in a pruned probe copy its sizes did not follow the channel count "
+            "(fixed in the model's code), so the channels are kept"
+        )
+    return f"{what}: sizes fixed in the trace; not probed"
+
+
 BLOCK_RULES = {
     "pixel_shuffle": pixel_shuffle,
     "pixel_unshuffle": pixel_shuffle,
     "channel_shuffle": channel_shuffle,
     "native_channel_shuffle": channel_shuffle,
+    **{n: slicing for n in ("slice", "select", "narrow", "unbind", *SPLITS, *EQUAL_PIECES)},
 }

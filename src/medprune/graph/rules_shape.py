@@ -1,25 +1,11 @@
 """Propagation rules for shape ops: padding, reshape / flatten, permute, expand / repeat,
-cat / stack, slicing and splitting, reductions and softmax.
+cat / stack, reductions and softmax.
 
 All decisions are made from the traced shapes. A flatten that merges the channel dim with the
 spatial dims repeats each label ``prod(S)`` times, so a following linear layer gets index rows of
-length ``H*W``.
-
-Splitting *along* the channel dim:
-
-- ``chunk(k)`` / ``tensor_split(k)`` into equal pieces couple position ``j`` of every piece
-  (see :mod:`medprune.graph.rules_blocks`, with the pixel and channel shuffles).
-- ``split(x, s)`` / ``split_with_sizes(x, [s] * k)`` into equal pieces, and a reshape that
-  splits the channel dim into sub-pixel blocks, carry sizes that may be literals or derived from
-  ``x.shape``; the trace cannot tell. They are recorded as candidates and checked on a pruned
-  copy (:mod:`medprune.graph.probe`): confirmed ones are coupled like ``chunk`` / pixel shuffle,
-  the others pin.
-- A ``slice`` / ``narrow`` that keeps one of ``k`` equal pieces (``x[:, :h]``, ``x[:, h:]``)
-  is a candidate of the same kind: confirmed, it couples position ``j`` of every piece.
-- Other slices, ``select``, ``unbind`` and unequal splits along channels pin their channels
-  and are reported. A slice that keeps the whole channel dim passes through.
-
-Along any other dim these ops pass the channel labels through.
+length ``H*W``. A reshape that splits the channel dim into sub-pixel blocks is a probe
+candidate (see :mod:`medprune.graph.rules_blocks`); any other split of the channel dim pins.
+Slicing and splitting rules live in :mod:`medprune.graph.rules_blocks`.
 """
 
 from __future__ import annotations
@@ -37,34 +23,20 @@ from medprune.graph.propagate import (
     State,
     Untracked,
     candidate_key,
-    meta_shapes,
     op_name,
     out_shape,
 )
 from medprune.graph.rules import _set_outputs, _untracked_or_unknown, unknown
 from medprune.graph.rules_blocks import (
     BLOCK_RULES,
+    _input,
+    _norm_dim,
+    _unconfirmed,
     channel_block_size,
-    equal_pieces,
-    equal_split_count,
-    keep_piece,
     merge_blocks,
-    slice_piece,
 )
 
 __all__ = ["SHAPE_RULES"]
-
-
-def _input(state: State, node: torch.fx.Node) -> tuple[Chan | None, tuple[int, ...]]:
-    x = state.val(node.args[0])
-    shape = out_shape(node.args[0]) if isinstance(node.args[0], torch.fx.Node) else None
-    if isinstance(x, Chan) and shape is not None:
-        return x, shape
-    return None, ()
-
-
-def _norm_dim(d: int, nd: int) -> int:
-    return d + nd if d < 0 else d
 
 
 def pad(state: State, node: torch.fx.Node, name: str) -> None:
@@ -267,70 +239,6 @@ def _stack(state: State, node: torch.fx.Node, parts: list[Any], dim: int) -> Non
     _couple_all(state, node, values, cdim)
 
 
-EQUAL_PIECES = ("chunk", "unsafe_chunk", "tensor_split")
-
-
-def slicing(state: State, node: torch.fx.Node, name: str) -> None:
-    """slice / select / narrow / split / chunk / unbind (see the module doc for channels)."""
-    x, in_shape = _input(state, node)
-    if x is None:
-        _untracked_or_unknown(state, node)
-        return
-    nd = len(in_shape)
-    dim_pos = 1
-    dim = node.args[dim_pos] if len(node.args) > dim_pos else node.kwargs.get("dim", 0)
-    if name in ("split", "split_with_sizes", "unsafe_split", *EQUAL_PIECES):
-        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
-    dim = _norm_dim(int(dim), nd)
-    shapes = meta_shapes(node)
-    if dim == x.dim:
-        if name == "slice" and shapes[0] is not None and shapes[0][dim] == in_shape[dim]:
-            state.set(node, Chan(x.dim, x.labels, x.zero))
-            return
-        if name in EQUAL_PIECES and equal_pieces(state, node, x):
-            return
-        piece = slice_piece(node, x.labels.size) if name in ("slice", "narrow") else None
-        if piece is not None:
-            k, i = piece
-            cand = Candidate(candidate_key(node), "equal_slice", x.labels.size, k, x.dim, i)
-            state.candidates[cand.key] = cand
-            if cand in state.accept:
-                state.set(node, keep_piece(state, x, k, i))
-                return
-            unknown(state, node, _unconfirmed(state, f"{name} of piece {i} of {k} along channels"))
-            return
-        k = equal_split_count(node, x.labels.size) if name in SPLITS else None
-        if k is not None:
-            cand = Candidate(candidate_key(node), "equal_split", x.labels.size, k, x.dim)
-            state.candidates[cand.key] = cand
-            if cand in state.accept and equal_pieces(state, node, x, sections=k):
-                return
-            unknown(state, node, _unconfirmed(state, f"{name} along channels into {k} pieces"))
-            return
-        unknown(
-            state,
-            node,
-            f"{name} along channels: its bounds are integers in the traced graph "
-            "(a literal or x.shape-derived; the trace cannot tell), so the sliced channels are kept",
-        )
-        return
-    removes_dim = name in ("select", "unbind")
-    new = x.dim - 1 if removes_dim and dim < x.dim else x.dim
-    _set_outputs(state, node, lambda s: Chan(new, x.labels, x.zero))
-
-
-SPLITS = ("split", "split_with_sizes", "unsafe_split")
-
-
-def _unconfirmed(state: State, what: str) -> str:
-    if state.probed:
-        return (
-            f"{what}: in a pruned probe copy its sizes did not follow the channel count "
-            "(fixed in the model's code), so the channels are kept"
-        )
-    return f"{what}: sizes fixed in the trace; not probed"
-
-
 def reduction(state: State, node: torch.fx.Node, name: str) -> None:
     """mean / sum / amax / ...: pins when reducing over channels, else passes through."""
     x, in_shape = _input(state, node)
@@ -397,16 +305,6 @@ SHAPE_RULES = {
     "concat": cat,
     "concatenate": cat,
     "stack": cat,
-    "slice": slicing,
-    "select": slicing,
-    "narrow": slicing,
-    "split": slicing,
-    "split_with_sizes": slicing,
-    "chunk": slicing,
-    "unsafe_chunk": slicing,
-    "unsafe_split": slicing,
-    "unbind": slicing,
-    "tensor_split": slicing,
     **{n: reduction for n in ("mean", "sum", "amax", "amin", "std", "var", "prod", "max", "min")},
     **BLOCK_RULES,
     "softmax": softmax,
