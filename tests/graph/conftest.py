@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from medprune.graph import Cost, PruningGraph, build_graph, prune_channels
+from medprune.graph.export import train_batch
 from medprune.graph.pruning_graph import total_macs
-from medprune.graph.verify import _train_batch, _train_shapes, random_plan, randomize_norms
+from medprune.graph.verify import _train_shapes, random_plan, randomize_norms
 
 
 def _tensors(out: Any) -> list[torch.Tensor]:
@@ -40,7 +41,7 @@ def zero_prune_compare(
         graph.zero_out(key, idx)
     with torch.no_grad():
         ref = _tensors(work(*inputs))
-    train_inputs = _train_batch(inputs)
+    train_inputs = train_batch(inputs)
     ref_train = _train_shapes(copy.deepcopy(work), train_inputs)
     estimate = graph.estimate({k: v for k, v in plan.items()})
     prune_channels(work, graph, plan)

@@ -32,7 +32,14 @@ from torch import nn
 
 from medprune.errors import TraceError
 
-__all__ = ["ExportedGraph", "as_input_tuple", "canonical_names", "export_model", "module_path"]
+__all__ = [
+    "ExportedGraph",
+    "as_input_tuple",
+    "canonical_names",
+    "export_model",
+    "module_path",
+    "train_batch",
+]
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,14 @@ def as_input_tuple(example_inputs: Any) -> tuple[Any, ...]:
     raise TraceError(
         f"example_inputs must be a tensor or a tuple of tensors; got {type(example_inputs).__name__}. "
         "Pass e.g. torch.randn(1, 3, 64, 64)."
+    )
+
+
+def train_batch(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``inputs`` with a batch of 1 doubled: BatchNorm cannot train on one value per channel."""
+    return tuple(
+        torch.cat([t, t]) if isinstance(t, torch.Tensor) and t.shape[:1] == (1,) else t
+        for t in inputs
     )
 
 

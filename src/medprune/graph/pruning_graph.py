@@ -14,7 +14,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from medprune.errors import ConfigError, TraceError
-from medprune.graph.export import ExportedGraph, as_input_tuple, export_model
+from medprune.graph.export import (
+    ExportedGraph,
+    as_input_tuple,
+    export_model,
+    module_path,
+    train_batch,
+)
 from medprune.graph.group import PruningGroup
 from medprune.graph.grouping import Grouping, PositionMap, make_groups
 from medprune.graph.probe import confirm_candidates
@@ -304,7 +310,6 @@ _LAYER_OPS = ("conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d", "
 def _unused_layer_outputs(exported: ExportedGraph) -> list[str]:
     """Module paths of conv / linear layers whose output nothing reads in the traced forward:
     a result kept for training only (DynUNet stores its deep-supervision heads in a list)."""
-    from medprune.graph.export import module_path
     from medprune.graph.rules import base_name
 
     return [
@@ -338,10 +343,7 @@ def _add_train_only_branches(
     dead = _unused_layer_outputs(exported)
     if not missing and not dead:
         return
-    train_args = tuple(
-        torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == 1 else a
-        for a in args
-    )
+    train_args = train_batch(args)
     modules = sorted({n.rpartition(".")[0] or "<root>" for n in missing} | set(dead))
     try:
         train_exported = export_model(model, train_args, train=True)

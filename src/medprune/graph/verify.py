@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medprune.graph.export import as_input_tuple
+from medprune.graph.export import as_input_tuple, train_batch
 from medprune.graph.pruning_graph import PruningGraph, build_graph
 from medprune.graph.surgery import prune_channels
 
@@ -131,14 +131,6 @@ def _working_copy(model: nn.Module, inputs: tuple[Any, ...]) -> tuple[nn.Module,
     raise AssertionError("unreachable")
 
 
-def _train_batch(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Batch of at least 2: BatchNorm cannot train on a single 1x1 value per channel."""
-    return tuple(
-        torch.cat([t, t]) if isinstance(t, torch.Tensor) and t.shape[:1] == (1,) else t
-        for t in inputs
-    )
-
-
 def _train_shapes(model: nn.Module, inputs: tuple[Any, ...]) -> list[tuple[int, ...]]:
     """Output shapes (batch dim dropped) of one train-mode forward without gradients."""
     model.train()
@@ -183,7 +175,7 @@ def check_equivalence(
         graph.zero_out(key, idx)
     with torch.no_grad():
         ref = _all_tensors(work(*inputs))
-    train_inputs = _train_batch(inputs)
+    train_inputs = train_batch(inputs)
     ref_train = _train_shapes(copy.deepcopy(work), train_inputs)
     step = prune_channels(work, graph, plan)
     with torch.no_grad():
