@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from medprune.config import RunConfig, save_resolved
 from medprune.errors import ConfigError
+from medprune.progress import progress_bar
 from medprune.report import ReportPaths, read_jsonl, write_report
 from medprune.typing import PathLike
 
@@ -111,12 +110,12 @@ def run_grid(
             len(cells),
             results_path,
         )
-    bar = tqdm(
+    bar = progress_bar(
         total=len(cells),
         initial=len(cells) - len(todo),
         desc="compare",
-        disable=not progress,
-        unit="run",
+        enabled=progress,
+        unit="runs",
     )
     try:
         for cell in todo:

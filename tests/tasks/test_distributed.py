@@ -29,7 +29,8 @@ def test_sharded_sampler_pads_to_equal_shares() -> None:
 
 
 def test_two_process_gloo_training_keeps_ranks_identical(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MEDPRUNE_PROGRESS_INTERVAL": "0"}
+    env.pop("MEDPRUNE_PROGRESS", None)  # auto: stderr is a pipe, so plain lines
     cmd = [
         sys.executable,
         "-m",
@@ -41,6 +42,7 @@ def test_two_process_gloo_training_keeps_ranks_identical(tmp_path) -> None:  # t
         "--out",
         str(tmp_path),
         "--prune",
+        "--progress",
     ]
     # One retry, only when a rank was killed by a signal: gloo has aborted a rank at exit on this
     # shared 2-core machine under load (seen once in many runs); a wrong result is never retried.
@@ -61,3 +63,10 @@ def test_two_process_gloo_training_keeps_ranks_identical(tmp_path) -> None:  # t
     assert verdict["val_n"] == 30  # every validation sample counted once across ranks
     assert verdict["epochs"] == 2 and verdict["conv_filters"] == 2  # pruned between the epochs
     assert seconds < 120
+    # Progress: one process (rank 0) writes a line per step (interval 0) and one when each epoch
+    # ends; both ranks writing would double every count. No carriage returns (not a terminal).
+    lines = proc.stderr.splitlines()
+    assert sum(x.startswith("train epoch 1/2: done, 4/4 batches") for x in lines) == 1, lines
+    assert sum(x.startswith("train epoch 1/2: ") for x in lines) == 5, lines
+    assert sum(x.startswith("train epoch 2/2: done, 4/4 batches") for x in lines) == 1, lines
+    assert "\r" not in proc.stderr

@@ -17,6 +17,7 @@ with the most pixels in the image, or 0 (background) when no foreground is prese
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -28,6 +29,7 @@ from torch import nn
 from medprune.criteria.base import Criterion
 from medprune.errors import ConfigError, DataError, ShapeMismatchError
 from medprune.graph.group import ActivationSite, PruningGroup
+from medprune.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -218,11 +220,14 @@ class StreamingCriterion(Criterion):
         }
 
     def _run(self, model: nn.Module, calibration: Iterable[Any], task: Any, device: Any) -> None:
-        from tqdm.auto import tqdm
-
-        for i, batch in enumerate(tqdm(calibration, disable=not self.progress, desc=self.name)):
-            if self.max_batches is not None and i >= self.max_batches:
-                break
+        total = len(calibration) if hasattr(calibration, "__len__") else None  # type: ignore[arg-type]
+        if self.max_batches is not None:
+            calibration = itertools.islice(calibration, self.max_batches)  # the bar ends there
+            total = self.max_batches if total is None else min(total, self.max_batches)
+        bar = progress_bar(
+            calibration, total=total, desc=self.name, unit="batches", enabled=self.progress
+        )
+        for batch in bar:
             inputs, targets = split_batch(batch)
             inputs = inputs.to(device)
             targets = targets.to(device) if targets is not None else None

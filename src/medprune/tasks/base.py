@@ -8,10 +8,10 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 import medprune.tasks.distributed as ddp
 from medprune.errors import ConfigError, DataError
+from medprune.progress import progress_bar
 from medprune.registry import Registry
 from medprune.tasks.loaders import shard_for_evaluation
 from medprune.tasks.losses import check_targets
@@ -123,7 +123,7 @@ def evaluate(
         task: a :class:`Task`.
         loader: yields ``(inputs, targets)`` batches.
         device: where the model runs (the model is moved there).
-        progress: show a tqdm bar (rank 0 only).
+        progress: show progress (:func:`medprune.progress.progress_bar`: rank 0 only).
 
     Returns:
         The task's metrics (see :func:`~medprune.tasks.metrics.classification_metrics` and
@@ -142,9 +142,7 @@ def evaluate(
     model.eval()
     meter = task.new_meter()
     loss_sum, count = 0.0, 0
-    bar = tqdm(
-        loader, desc="evaluate", leave=False, disable=not progress or not ddp.is_main_process()
-    )
+    bar = progress_bar(loader, desc="evaluate", unit="batches", leave=False, enabled=progress)
     try:
         with torch.no_grad():
             for batch in bar:

@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--prune", action="store_true", help="train 2 epochs, pruning half the filters in between"
     )
+    parser.add_argument(
+        "--progress", action="store_true", help="show training progress (rank 0 only)"
+    )
     args = parser.parse_args(argv)
     device = ddp.init_distributed("cpu")
     torch.set_num_threads(1)
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_path=ckpt,
         callbacks=callbacks,
         device=device,
-        progress=False,
+        progress=args.progress,
     )
     flat = torch.cat(
         [p.detach().flatten() for p in model.state_dict().values() if p.is_floating_point()]

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 import medprune.tasks.distributed as ddp
 from medprune.errors import CheckpointError, ConfigError, DataError
+from medprune.progress import progress_bar
 from medprune.tasks.base import Task, evaluate, split_batch
 from medprune.tasks.callbacks import TrainCallback, TrainState
 from medprune.tasks.checkpoint import (
@@ -153,11 +153,9 @@ def _train_epoch(
     total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
     if recipe.max_steps_per_epoch is not None:
         total = min(total or recipe.max_steps_per_epoch, recipe.max_steps_per_epoch)
-    show = progress and ddp.is_main_process()
     loss_sum, n_steps = 0.0, 0
-    with tqdm(
-        total=total, desc=f"epoch {state.epoch + 1}/{recipe.epochs}", disable=not show
-    ) as bar:
+    desc = f"train epoch {state.epoch + 1}/{recipe.epochs}"
+    with progress_bar(total=total, desc=desc, unit="batches", enabled=progress) as bar:
         for batch in loader:
             if recipe.max_steps_per_epoch is not None and n_steps >= recipe.max_steps_per_epoch:
                 break
@@ -188,8 +186,8 @@ def _train_epoch(
                 cb.after_step(state)
             loss_sum += value
             n_steps += 1
+            bar.set_postfix(loss=f"{value:.4f}")  # before update: a log line shows this step
             bar.update(1)
-            bar.set_postfix(loss=f"{value:.4f}")
     if n_steps == 0:
         raise DataError("the training loader yielded no batch; check the dataset and batch size.")
     ddp.sync_buffers(state.model)
@@ -310,7 +308,8 @@ def train(
         device: ``"cpu"``, ``"cuda"``...; under ``torchrun`` with CUDA each rank uses
             ``cuda:$LOCAL_RANK``. Under ``torchrun`` the process group is initialised here and
             left open for later calls; end the script with ``cleanup_distributed()``.
-        progress: a tqdm bar per epoch showing the loss (rank 0 only).
+        progress: progress per epoch showing the loss (rank 0 only; a bar on a terminal, log
+            lines otherwise: :func:`medprune.progress.progress_bar`).
 
     Raises:
         ConfigError: invalid arguments, or the loss became NaN / inf.
