@@ -129,5 +129,6 @@ def test_data_overrides_edit_the_default_data() -> None:
 )
 def test_example_configs_are_valid(example: Path) -> None:
     config = load_config(example)
-    assert config.data["kind"] in ("synthetic_classification", "medmnist", "segmentation_folder")
+    kinds = ("synthetic_classification", "medmnist", "segmentation_folder", "nifti_folder")
+    assert config.data["kind"] in kinds
     assert config.compare.methods and config.prune.amount == 0.5

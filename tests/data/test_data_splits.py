@@ -39,6 +39,7 @@ def test_every_kind_is_listed() -> None:
             "csv",
             "image_folder",
             "medmnist",
+            "nifti_folder",
             "segmentation_folder",
             "synthetic_classification",
             "synthetic_segmentation",

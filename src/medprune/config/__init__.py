@@ -32,6 +32,7 @@ from medprune.typing import PathLike
 DATA_KINDS = (
     "medmnist",
     "segmentation_folder",
+    "nifti_folder",
     "image_folder",
     "csv",
     "synthetic_classification",

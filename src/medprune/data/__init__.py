@@ -1,13 +1,15 @@
 """medprune.data: dataset readers, seeded synthetic data, class-balanced sampling, the data factory.
 
-Items are ``(inputs, target)``: images float32 ``(C, *S)`` in [0, 1]; classification labels int64
-scalars, segmentation masks int64 ``(*S)``. See ``docs/architecture.md``.
+Items are ``(inputs, target)``: images float32 ``(C, *S)`` in [0, 1] (NIfTI volumes: z-scored by
+default); classification labels int64 scalars, segmentation masks int64 ``(*S)``. See
+``docs/architecture.md``.
 """
 
 from __future__ import annotations
 
 from medprune.data.arrays import ArrayDataset, load_medmnist
 from medprune.data.image_files import CsvImageDataset, ImageFolderDataset
+from medprune.data.nifti_folder import NiftiSegmentationFolder
 from medprune.data.sampling import (
     ClassBalancedSampler,
     LabeledSubset,
@@ -27,6 +29,7 @@ __all__ = [
     "DataSplits",
     "ImageFolderDataset",
     "LabeledSubset",
+    "NiftiSegmentationFolder",
     "SegmentationFolder",
     "balanced_subset",
     "build_splits",

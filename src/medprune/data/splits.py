@@ -4,6 +4,7 @@
 
     {"kind": "medmnist", "path": "$MEDPRUNE_DATA/pneumoniamnist/pneumoniamnist.npz", "image_size": 28}
     {"kind": "segmentation_folder", "path": "$MEDPRUNE_DATA/kvasir-seg", "image_size": 128}
+    {"kind": "nifti_folder", "path": "~/data/Task09_Spleen", "image_size": [64, 64, 64]}
     {"kind": "synthetic_classification", "n_train": 1000, "minority_fraction": 0.15, "seed": 0}
 
 Every kind accepts ``seed`` (for seeded splits and subsampling) and ``max_train`` / ``max_val`` /
@@ -17,6 +18,14 @@ stratified by class, seeded). ``segmentation_folder`` uses split lists in the fo
   val (``val_fraction``, seeded) and ``val.txt`` becomes the **test** set, so that the official
   validation images are never used for model selection;
 * no split lists: every pair is split into train / val / test (``val_fraction``, ``test_fraction``).
+
+``nifti_folder`` (3D segmentation, :class:`NiftiSegmentationFolder`; needs ``pip install
+'medprune[nifti]'``) reads ``imagesTr/`` + ``labelsTr/`` (MSD, nnU-Net ``_0000`` channel files) or
+``images/`` + ``labels/`` (or ``masks/``) of ``.nii`` / ``.nii.gz`` files. Keys: ``path``,
+``image_size`` (``[D, H, W]`` or one int; None = stored size), ``num_classes`` and ``class_names``
+(None = from ``dataset.json``, else the largest label + 1), ``normalise`` (``zscore`` | ``minmax`` |
+``none``), ``resize`` (``interpolate`` | ``crop_pad``), ``cache`` (decoded volumes in memory),
+``val_fraction`` / ``test_fraction`` (0.2 each; all three split lists, when present, win).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from torch.utils.data import Dataset
 
 from medprune.data.arrays import load_medmnist, parse_image_size
 from medprune.data.image_files import CsvImageDataset, ImageFolderDataset
+from medprune.data.nifti_folder import NiftiSegmentationFolder
 from medprune.data.sampling import LabeledSubset, labels_of, split_indices, subsample
 from medprune.data.segmentation_folder import SegmentationFolder, read_split_file
 from medprune.data.synthetic import make_synthetic_classification, make_synthetic_segmentation
@@ -214,6 +224,58 @@ def _segmentation_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Datase
     everything = folder(None)
     parts = split_indices(len(everything), None, [val_fraction, test_fraction], o["seed"])
     return tuple(folder([everything.ids[i] for i in part]) for part in parts)  # type: ignore[return-value]
+
+
+@_kind(
+    "nifti_folder",
+    {
+        "path": _REQUIRED,
+        "image_size": None,
+        "num_classes": None,
+        "class_names": None,
+        "normalise": "zscore",
+        "resize": "interpolate",
+        "cache": True,
+        "val_fraction": 0.2,
+        "test_fraction": 0.2,
+    },
+)
+def _nifti_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
+    """3D NIfTI volumes (:class:`NiftiSegmentationFolder`); ``train.txt`` / ``val.txt`` /
+    ``test.txt`` in the folder are used when all three exist, else every case is split
+    (``val_fraction``, ``test_fraction``, seeded). ``num_classes`` and the class names are fixed
+    once over every case, so the three splits agree."""
+    root = resolve_data_path(o["path"])
+    val_fraction, test_fraction = _fraction(o, "val_fraction"), _fraction(o, "test_fraction")
+    size = _size(o, 3) if o["image_size"] is not None else None
+    if not isinstance(o["cache"], bool):
+        raise ConfigError(f"data.cache must be true or false; got {o['cache']!r}.")
+    kw = {"image_size": size, "normalise": o["normalise"], "resize": o["resize"]}
+    everything = NiftiSegmentationFolder(
+        root, num_classes=o["num_classes"], class_names=o["class_names"], cache=False, **kw
+    )
+    kw.update(
+        num_classes=everything.num_classes,
+        class_names=everything.class_names,
+        image_size=everything.image_size,
+        cache=o["cache"],
+    )
+    lists = [root / f"{s}.txt" for s in ("train", "val", "test")]
+    if all(p.is_file() for p in lists):
+        return tuple(  # type: ignore[return-value]
+            NiftiSegmentationFolder(root, ids=read_split_file(p), **kw) for p in lists
+        )
+    parts = split_indices(len(everything), None, [val_fraction, test_fraction], o["seed"])
+    for name, part in zip(("train", "val", "test"), parts, strict=True):
+        if not part:
+            raise DataError(
+                f"{root} has {len(everything)} cases: val_fraction={val_fraction} and "
+                f"test_fraction={test_fraction} leave the {name} split empty; raise the fraction, "
+                "add cases or write train.txt / val.txt / test.txt."
+            )
+    return tuple(  # type: ignore[return-value]
+        NiftiSegmentationFolder(root, ids=[everything.ids[i] for i in part], **kw) for part in parts
+    )
 
 
 def _split_three(dataset: Dataset, o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
