@@ -10,7 +10,18 @@ import torch
 
 from medprune.cli.__main__ import build_parser, main
 
-VERBS = ("compare", "demo", "eval", "export", "measure", "prune", "report", "train")
+VERBS = (
+    "compare",
+    "config",
+    "demo",
+    "eval",
+    "export",
+    "inspect",
+    "measure",
+    "prune",
+    "report",
+    "train",
+)
 
 
 @pytest.mark.parametrize("verb", VERBS)

@@ -32,6 +32,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     """The top-level parser with one sub-command per verb module."""
     parser = argparse.ArgumentParser(
         prog="medprune",
+        allow_abbrev=False,
         description="Structural pruning of medical-imaging CNNs that protects the rare class.",
     )
     parser.add_argument("--version", action="version", version=f"medprune {__version__}")
@@ -39,7 +40,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     verbs = _verb_modules()
     for name, module in sorted(verbs.items()):
         verb_parser = sub.add_parser(
-            name, help=getattr(module, "HELP", ""), description=getattr(module, "HELP", "")
+            name,
+            help=getattr(module, "HELP", ""),
+            description=getattr(module, "HELP", ""),
+            allow_abbrev=False,  # `--epoch 3` is an error, not `--epochs 3`
         )
         module.add_arguments(verb_parser)
     return parser, verbs

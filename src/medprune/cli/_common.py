@@ -1,6 +1,9 @@
 """Shared command-line pieces: ``--config``, ``--set KEY=VALUE``, common flags, printing.
 
 Precedence (later wins): built-in defaults < ``--config`` YAML < ``--set`` < dedicated flags.
+A flag has the same name in every verb that takes it (``--config``, ``--set``, ``--out``,
+``--seed``, ``--device``, ``--model``, ``--model-kwargs``); renamed flags stay as hidden aliases
+that warn (:class:`DeprecatedFlag`); parsers refuse abbreviations (``allow_abbrev=False``).
 """
 
 from __future__ import annotations
@@ -8,16 +11,51 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from medprune.config import RunConfig, load_config, parse_set
 from medprune.errors import ConfigError
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, *, out_help: str | None = None) -> None:
-    """``--config``, ``--set``, ``--out``, ``--seed``, ``--device``, ``--no-progress``, ``-v``."""
+class DeprecatedFlag(argparse.Action):
+    """A renamed flag kept as a hidden alias: warns (``FutureWarning``) and stores its value
+    where the new flag does (``extend=True``: appends to the new flag's list)."""
+
+    def __init__(
+        self, option_strings: list[str], dest: str, *, new: str, extend: bool = False, **kw: Any
+    ) -> None:
+        kw.setdefault("default", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kw)
+        self.new, self.extend = new, extend
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        warnings.warn(
+            f"{option_string} is deprecated and will be removed; use {self.new}.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        if self.extend:
+            values = [*(getattr(namespace, self.dest, None) or []), *_as_list(values)]
+        setattr(namespace, self.dest, values)
+
+
+def _as_list(values: Any) -> list[Any]:
+    return list(values) if isinstance(values, list) else [values]
+
+
+def add_config_file_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """``--config``, ``--set`` and ``-v`` (the verbs that read a config but write no run)."""
     group = parser.add_argument_group("configuration")
     group.add_argument(
         "--config", type=Path, metavar="YAML", help="run config (YAML); flags override its values"
@@ -27,19 +65,72 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, out_help: str | Non
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any config key, e.g. --set train.epochs=3 --set data.max_train=500",
+        help="override any config key (see docs/config.md), e.g. --set train.epochs=3 "
+        "--set data.n_train=500",
     )
+    group.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
+    return group
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, out_help: str | None = None) -> None:
+    """``--config``, ``--set``, ``--out``, ``--seed``, ``--device``, ``--no-progress``, ``-v``."""
+    group = add_config_file_arguments(parser)
     group.add_argument("--out", metavar="DIR", help=out_help or "output folder (config key `out`)")
     group.add_argument("--seed", type=int, help="random seed (config key `seed`)")
     group.add_argument("--device", help="cpu, cuda, cuda:N or auto (config key `device`)")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    group.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
+
+
+def add_model_kwargs_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--model-kwargs KEY=VALUE ...`` (or one JSON object); ``--model-arg`` is its old name."""
+    parser.add_argument(
+        "--model-kwargs",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword arguments of the model (config key `model.kwargs`), values read as YAML: "
+        "--model-kwargs spatial_dims=2 channels=[16,32], or one JSON object "
+        "'{\"spatial_dims\": 2}'",
+    )
+    parser.add_argument(
+        "--model-arg",
+        action=DeprecatedFlag,
+        dest="model_kwargs",
+        new="--model-kwargs",
+        extend=True,
+        metavar="KEY=VALUE",
+    )
+
+
+def parse_model_kwargs(items: list[str] | None) -> dict[str, Any]:
+    """``["spatial_dims=2", '{"channels": [16, 32]}']`` -> ``{"spatial_dims": 2, ...}``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        text = item.strip()
+        if text.startswith("{"):
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError:
+                value = None
+            if isinstance(value, dict):
+                out.update({str(k): v for k, v in value.items()})
+                continue
+        elif "=" in text and text.partition("=")[0].strip():
+            out.update(parse_set([text]))
+            continue
+        raise ConfigError(
+            "--model-kwargs must be a JSON object or KEY=VALUE items (e.g. --model-kwargs "
+            f"spatial_dims=2 channels=[16,32]); got {item!r}."
+        )
+    return out
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of the base-model training that most runs change."""
     group = parser.add_argument_group("base model")
     group.add_argument("--model", metavar="NAME", help="model name (config key `model.name`)")
+    add_model_kwargs_argument(group)
     group.add_argument("--epochs", type=int, help="training epochs (config key `train.epochs`)")
     group.add_argument("--lr", type=float, help="learning rate (config key `train.lr`)")
     group.add_argument("--batch-size", type=int, help="batch size (config key `train.batch_size`)")
@@ -80,6 +171,8 @@ def config_from_args(
         value = getattr(args, attr, None)
         if value is not None:
             overrides[key] = value
+    for key, value in parse_model_kwargs(getattr(args, "model_kwargs", None)).items():
+        overrides[f"model.kwargs.{key}"] = value
     if getattr(args, "no_progress", False):
         overrides["progress"] = False
     overrides.update(values or {})
@@ -142,6 +235,8 @@ def command_line(verb: str, args: argparse.Namespace | None = None) -> str:
             elif isinstance(value, list) and key == "set":
                 for item in value:
                     argv += [flag, str(item)]
+            elif isinstance(value, list) and key == "model_kwargs":
+                argv += [flag, *(str(item) for item in value)]
             elif isinstance(value, list):
                 argv += [flag, ",".join(str(v) for v in value)]
             else:
@@ -160,13 +255,7 @@ def add_model_source_arguments(parser: argparse.ArgumentParser) -> None:
     """A saved ``model.pt`` or ``--model NAME``, the input shape and model keyword arguments."""
     parser.add_argument("checkpoint", nargs="?", type=Path, help="model.pt (train / prune output)")
     parser.add_argument("--model", metavar="NAME", help="build this registered model instead")
-    parser.add_argument(
-        "--model-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="keyword argument of the model, e.g. --model-arg num_classes=3",
-    )
+    add_model_kwargs_argument(parser)
     parser.add_argument(
         "--input-shape",
         metavar="B,C,H,W",
@@ -180,7 +269,7 @@ def model_from_args(args: argparse.Namespace) -> tuple[Any, list[int]]:
     from medprune.pipeline import load_model
 
     shape = parse_shape(args.input_shape) if args.input_shape else None
-    kwargs = parse_set(args.model_arg)
+    kwargs = parse_model_kwargs(args.model_kwargs)
     if args.checkpoint is not None:
         if not args.checkpoint.is_file():
             raise ConfigError(f"model file {str(args.checkpoint)!r} does not exist.")

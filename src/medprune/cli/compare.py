@@ -4,6 +4,7 @@ conditions; resumable; writes results.jsonl and report.md / report.html."""
 from __future__ import annotations
 
 import argparse
+import typing
 from pathlib import Path
 
 from medprune.cli._common import (
@@ -15,6 +16,7 @@ from medprune.cli._common import (
     parse_floats,
     parse_ints,
 )
+from medprune.config import TargetKind
 
 HELP = "Compare pruning methods / criteria at several budgets and seeds; write a report."
 
@@ -28,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     group.add_argument(
         "--target-kind",
-        choices=("macs", "params", "ratio"),
-        help="what the targets are fractions of",
+        choices=typing.get_args(TargetKind),
+        help="what the targets are fractions of (config key `prune.target`)",
     )
     group.add_argument("--checkpoint", type=Path, help="base model.pt (default: train one)")
     group.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs of every run")

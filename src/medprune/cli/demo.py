@@ -11,7 +11,14 @@ import argparse
 import time
 from typing import Any
 
-from medprune.cli._common import add_config_arguments, command_line, config_from_args, echo
+from medprune.cli._common import (
+    DeprecatedFlag,
+    add_config_arguments,
+    command_line,
+    config_from_args,
+    echo,
+    parse_floats,
+)
 
 HELP = "Train, prune with several criteria, compare and report on synthetic data (minutes, CPU)."
 
@@ -63,7 +70,10 @@ FAST: dict[str, Any] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fast", action="store_true", help="a tiny version (seconds), for tests")
     parser.add_argument("--methods", help="comma-separated methods / criteria to compare")
-    parser.add_argument("--target", type=float, help="fraction of MACs to remove (default 0.5)")
+    parser.add_argument(
+        "--targets", help="comma-separated fractions of MACs to remove (default 0.5), as compare"
+    )
+    parser.add_argument("--target", action=DeprecatedFlag, dest="targets", new="--targets")
     add_config_arguments(parser, out_help="output folder (default ./medprune-demo)")
 
 
@@ -83,6 +93,7 @@ def _available(names: list[str]) -> tuple[list[str], list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     from medprune.compare import run_compare
+    from medprune.config import update_config
     from medprune.errors import ConfigError
     from medprune.report import summary_markdown
 
@@ -91,20 +102,16 @@ def run(args: argparse.Namespace) -> int:
     if args.methods:
         args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         extra["methods"] = "compare.methods"
-    if args.target is not None:
-        args.target = [args.target]
-        extra["target"] = "compare.targets"
+    if args.targets is not None:
+        args.targets = parse_floats(args.targets, "--targets")
+        extra["targets"] = "compare.targets"
     config = config_from_args(args, extra, defaults=defaults)
     methods, missing = _available(list(config.compare.methods))
     if missing:
         echo(f"skipping methods not available in this installation: {', '.join(missing)}")
     if not methods:
         raise ConfigError(f"none of the demo methods {config.compare.methods} is available.")
-    import dataclasses
-
-    config = dataclasses.replace(
-        config, compare=dataclasses.replace(config.compare, methods=methods)
-    )
+    config = update_config(config, {"compare.methods": methods})
     t0 = time.perf_counter()
     echo(f"medprune demo: training a small model, then comparing {', '.join(methods)}")
     result = run_compare(

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medprune.cli._common import add_config_arguments, config_from_args, echo
+from medprune.cli._common import (
+    add_config_arguments,
+    add_model_kwargs_argument,
+    config_from_args,
+    echo,
+)
 
 HELP = "Evaluate a saved model.pt (per-class table) on the data of a config."
 
@@ -14,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="model.pt written by train / prune")
     parser.add_argument("--split", choices=("test", "val"), default="test", help="split to use")
     parser.add_argument("--model", metavar="NAME", help="architecture, for a bare state dict")
+    add_model_kwargs_argument(parser)
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the metrics here")
     add_config_arguments(parser)
 
@@ -27,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     model, _ = load_model(
         args.checkpoint,
         model_name=args.model,
-        model_kwargs=None if args.model is None else setup.model_kwargs,
+        model_kwargs=setup.model_kwargs if args.model or args.model_kwargs else None,
         fallback_name=setup.model_name,
         fallback_kwargs=setup.model_kwargs,
     )

@@ -1,6 +1,10 @@
 """``medprune inspect``: the channel groups of a model, what is pinned and why, a sample pruning,
 and the zero-channel equivalence check on the user's own model.
 
+The model is ``--model NAME --input-shape B,C,H,W``, or the one a run config builds
+(``--config run.yaml``: ``model.name`` / ``model.kwargs`` completed from the data, and the data's
+input shape); flags override the config.
+
 The last line is machine-readable::
 
     equivalence: max_abs_diff=<float> groups=<int> pinned=<int> macs_before=<int> macs_after=<int>
@@ -10,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
+from typing import Any
+
+from medprune.cli._common import add_config_file_arguments, add_model_kwargs_argument
 
 HELP = "Show a model's prunable channel groups, pinned ops, and check exact pruning on it."
 
@@ -18,18 +24,15 @@ HELP = "Show a model's prunable channel groups, pinned ops, and check exact prun
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        required=True,
         metavar="NAME|FILE.py:FACTORY",
-        help="registered name (tiny_unet, monai.UNet, ...) or a factory path/to/file.py:make_model",
+        help="registered name (tiny_unet, monai.UNet, ...) or a factory path/to/file.py:make_model"
+        " (config key `model.name`)",
     )
+    add_model_kwargs_argument(parser)
     parser.add_argument(
-        "--model-kwargs",
-        default="{}",
-        metavar="JSON",
-        help="model keyword arguments as JSON, e.g. '{\"spatial_dims\": 2}'",
-    )
-    parser.add_argument(
-        "--input-shape", required=True, metavar="B,C,H,W", help="example input shape"
+        "--input-shape",
+        metavar="B,C,H,W",
+        help="example input shape (with --config: default from the data)",
     )
     parser.add_argument(
         "--ratio",
@@ -45,19 +48,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="module name to keep unpruned (repeatable)",
     )
     parser.add_argument("--max-rows", type=int, default=60, help="print at most this many groups")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random equivalence check")
+    parser.add_argument(
+        "--seed", type=int, help="seed of the random equivalence check (default: config `seed`, 0)"
+    )
+    add_config_file_arguments(parser)
 
 
-def _kwargs(text: str) -> dict:
+def model_and_shape(args: argparse.Namespace) -> tuple[Any, list[int], int]:
+    """``(model, input shape, seed)`` from ``--model`` / ``--input-shape`` or ``--config``."""
+    from medprune.cli._common import config_from_args, parse_model_kwargs, parse_shape
     from medprune.errors import ConfigError
+    from medprune.models import create_model
 
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--model-kwargs must be a JSON object; got {text!r} ({e.msg}).") from e
-    if not isinstance(value, dict):
-        raise ConfigError(f"--model-kwargs must be a JSON object; got {text!r}.")
-    return value
+    shape = parse_shape(args.input_shape) if args.input_shape else None
+    if args.config is None and not args.set:
+        if args.model is None or shape is None:
+            raise ConfigError(
+                "inspect needs --model NAME and --input-shape B,C,H,W, or --config run.yaml."
+            )
+        model = create_model(args.model, **parse_model_kwargs(args.model_kwargs))
+        return model, shape, 0 if args.seed is None else args.seed
+    from medprune.pipeline import build_model, setup_run
+
+    setup = setup_run(config_from_args(args))
+    model = build_model(setup)
+    shape = shape or list(setup.example_inputs.shape)
+    return model, shape, setup.config.seed if args.seed is None else args.seed
 
 
 def uniform_plan(graph, ratio: float) -> dict:
@@ -85,16 +101,15 @@ def uniform_plan(graph, ratio: float) -> dict:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from medprune.cli._common import echo, parse_shape
+    from medprune.cli._common import echo
     from medprune.errors import ConfigError
     from medprune.graph import build_graph, prune_channels
     from medprune.graph.verify import check_equivalence
-    from medprune.models import create_model
 
     if not 0.0 <= args.ratio < 1.0:
         raise ConfigError(f"--ratio must be in [0, 1); got {args.ratio}.")
-    shape = parse_shape(args.input_shape)
-    model = create_model(args.model, **_kwargs(args.model_kwargs)).eval()
+    model, shape, seed = model_and_shape(args)
+    model = model.eval()
     x = torch.randn(*shape)
     graph = build_graph(model, x, ignore=tuple(args.ignore))
     prunable = graph.prunable_groups()
@@ -144,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     echo(
         f"  params {before.params:,} -> {params_after:,} ({params_after / max(before.params, 1):.1%})"
     )
-    result = check_equivalence(model, x, seed=args.seed, ignore=tuple(args.ignore))
+    result = check_equivalence(model, x, seed=seed, ignore=tuple(args.ignore))
     echo(
         f"zero-channel check (float64, {result.groups} groups zeroed then removed, "
         f"{result.skipped} skipped as not zero-exact): max |diff| = {result.max_abs_diff:.3g} "

@@ -4,7 +4,6 @@ evaluate and measure before / after."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from medprune.cli._common import (
@@ -65,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medprune.config import update_config
     from medprune.pipeline import run_prune
     from medprune.report import summary_markdown
 
@@ -76,9 +76,7 @@ def run(args: argparse.Namespace) -> int:
         values["prune.guard"] = {"max_recall_drop": args.max_recall_drop}
     config = config_from_args(args, PRUNE_FLAGS, values=values)
     if args.criterion and not args.method and config.prune.method not in ("oneshot", "iterative"):
-        config = dataclasses.replace(
-            config, prune=dataclasses.replace(config.prune, method="oneshot")
-        )
+        config = update_config(config, {"prune.method": "oneshot"})
     result = run_prune(
         config,
         out=args.out,

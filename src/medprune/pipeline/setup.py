@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from medprune.config import RunConfig
+from medprune.config import RunConfig, update_config
 from medprune.errors import ConfigError
 from medprune.typing import PathLike
 
@@ -62,7 +62,7 @@ class RunSetup:
         (identical for every method of that seed; ``config.seed`` gives ``self``)."""
         if seed == self.config.seed:
             return self
-        config = dataclasses.replace(self.config, seed=seed)
+        config = update_config(self.config, {"seed": seed})
         train_loader, _, _, calibration = _loaders(config, self.splits, self.task_kind)
         return dataclasses.replace(self, train_loader=train_loader, calibration=calibration)
 
@@ -195,7 +195,7 @@ def setup_run(config: RunConfig) -> RunSetup:
 
 
 def _with_model_name(config: RunConfig, name: str) -> RunConfig:
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, name=name))
+    return update_config(config, {"model.name": name})
 
 
 def build_model(setup: RunSetup) -> nn.Module:

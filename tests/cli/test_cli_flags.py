@@ -1,0 +1,105 @@
+"""Consistent flags (issue #12 point 7): no abbreviations, one spelling of the model keyword
+arguments in every verb (old spellings warn), ``inspect --config``, and ``medprune config``."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medprune.cli.__main__ import build_parser, main
+from medprune.config import schema_markdown
+
+TINY = {
+    "seed": 1,
+    "data": {"kind": "synthetic_classification", "n_train": 24, "n_val": 8, "n_test": 8,
+             "image_size": 16, "seed": 0},
+    "model": {"name": "tiny_cnn", "kwargs": {"hidden": 8}},
+}  # fmt: skip
+
+
+def _parsers() -> list[argparse.ArgumentParser]:
+    parser, _ = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return [parser, *sub.choices.values()]
+
+
+def test_no_parser_accepts_abbreviations(capsys: pytest.CaptureFixture[str]) -> None:
+    assert all(p.allow_abbrev is False for p in _parsers())
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--epoch", "3"])  # --epochs, abbreviated
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --epoch 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["prune", "--target-mac", "0.5"])
+
+
+def test_the_same_flag_names_in_every_verb() -> None:
+    flags = {p.prog.split()[-1]: set(p._option_string_actions) for p in _parsers()[1:]}
+    for verb in ("train", "prune", "compare", "eval", "demo"):
+        assert {"--config", "--set", "--out", "--seed", "--device"} <= flags[verb], verb
+    for verb in ("train", "prune", "compare", "eval", "measure", "export", "inspect"):
+        assert {"--model", "--model-kwargs"} <= flags[verb], verb
+    assert {"--config", "--set", "--seed"} <= flags["inspect"]
+    assert "--targets" in flags["demo"] and "--targets" in flags["compare"]
+
+
+def test_model_kwargs_flag_reaches_the_config(tmp_path: Path) -> None:
+    from medprune.cli._common import config_from_args
+
+    parser, _ = build_parser()
+    args = parser.parse_args(
+        ["train", "--set", "model.kwargs.width=8", "--model-kwargs", "width=6", "depth=[1,2]"]
+    )
+    assert config_from_args(args).model.kwargs == {"width": 6, "depth": [1, 2]}
+    with pytest.warns(FutureWarning, match="--model-arg is deprecated.*--model-kwargs"):
+        old = parser.parse_args(["measure", "--model-arg", "a=1", "--model-kwargs", "b=2"])
+    assert old.model_kwargs == ["a=1", "b=2"]
+    with pytest.warns(FutureWarning, match="--target is deprecated.*--targets"):
+        demo = parser.parse_args(["demo", "--target", "0.4"])
+    assert demo.targets == "0.4"
+
+
+def test_model_kwargs_errors_say_both_forms(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["measure", "--model", "tiny_cnn", "--input-shape", "1,1,16,16", "--model-kwargs"]
+    assert main([*argv, "width"]) == 2
+    err = capsys.readouterr().err
+    assert "--model-kwargs must be a JSON object or KEY=VALUE items" in err and "'width'" in err
+
+
+LAST = re.compile(r"^equivalence: max_abs_diff=(\S+) groups=(\d+) pinned=(\d+) macs_before=(\d+)")
+
+
+def test_inspect_takes_a_run_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    assert main(["inspect", "--config", str(path), "--max-rows", "3"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "input: (1, 1, 16, 16)" in out[0]  # measure.batch_size, the data's channels and size
+    match = LAST.match(out[-1])
+    assert match and float(match.group(1)) <= 1e-9 and int(match.group(2)) >= 2
+    # flags override the config: another width via --model-kwargs, another input shape
+    argv = ["inspect", "--config", str(path), "--model-kwargs", "hidden=4"]
+    assert main([*argv, "--input-shape", "2,1,16,16"]) == 0
+    assert "input: (2, 1, 16, 16)" in capsys.readouterr().out
+    assert main(["inspect", "--model", "tiny_cnn"]) == 2
+    assert "--input-shape B,C,H,W, or --config run.yaml" in capsys.readouterr().err
+
+
+def test_config_verb_prints_the_resolved_config_or_the_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    assert main(["config", "--config", str(path), "--set", "train.epochs=1"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["train"]["epochs"] == 1 and resolved["model"]["name"] == "tiny_cnn"
+    assert resolved["prune"]["finetune"]["lr"] == 5e-4  # defaults filled in
+    path.write_text("prune:\n  amout: 0.5\n")
+    assert main(["config", "--config", str(path)]) == 2
+    assert "Did you mean 'prune.amount'?" in capsys.readouterr().err
+    assert main(["config", "--schema"]) == 0
+    assert capsys.readouterr().out == schema_markdown()
