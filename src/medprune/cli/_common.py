@@ -36,6 +36,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, out_help: str | Non
     group.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
 
 
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``: write into a folder that holds another run's finished results."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into --out even when it holds another run's finished model.pt / results "
+        "(they are replaced)",
+    )
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of the base-model training that most runs change."""
     group = parser.add_argument_group("base model")
