@@ -157,3 +157,22 @@ def test_a_yaml_config_naming_only_the_monai_classifier_runs_through_the_pipelin
         logits = model(x)
     assert logits.shape == (len(y), 3)
     assert torch.isfinite(setup.task.loss(logits, y))
+
+
+@pytest.mark.parametrize("name", ["monai.UNet", "monai.DynUNet", "monai.AttentionUnet"])
+def test_a_monai_segmenter_named_alone_builds_for_the_data(name: str) -> None:
+    """Channels / strides / kernel sizes come from the 28x28 images (two even halvings)."""
+    from medprune.pipeline import build_model, setup_run
+
+    config = load_config(None, {
+        "model.name": name, "progress": False, "train.batch_size": 2,
+        "data": {"kind": "synthetic_segmentation", "n_train": 2, "n_val": 2, "n_test": 2,
+                 "image_size": 28},
+    })  # fmt: skip
+    setup = setup_run(config)
+    assert setup.model_kwargs["image_size"] == [28, 28]
+    x, y = next(iter(setup.train_loader))
+    with torch.no_grad():
+        logits = build_model(setup).eval()(x)
+    assert logits.shape == (x.shape[0], setup.num_classes, 28, 28)
+    assert torch.isfinite(setup.task.loss(logits, y))

@@ -210,4 +210,6 @@ def model_from_args(args: argparse.Namespace) -> tuple[Any, list[int]]:
     kwargs.setdefault("in_channels", shape[1])
     if args.model.startswith("monai.") or len(shape) == 5:
         kwargs.setdefault("spatial_dims", len(shape) - 2)
+    if args.model.startswith("monai."):
+        kwargs.setdefault("image_size", shape[2:])  # derives Classifier's in_shape, UNet depth
     return create_model(args.model, **kwargs), shape
