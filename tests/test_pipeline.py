@@ -283,17 +283,20 @@ def test_a_rerun_with_other_base_settings_is_refused(tmp_path: Path, caplog) -> 
     run_prune(config, out=tmp_path, command="medprune prune")
     stamp = tmp_path / "base" / "base_config.json"
     assert json.loads(stamp.read_text())["train"]["lr"] == config.train.recipe.lr
-    # pruning settings may change: the same base model is reused, not retrained
+    # pruning settings may change (replacing the finished pruned model takes --overwrite):
+    # the same base model is reused, not retrained
     base_bytes = (tmp_path / "base" / "model.pt").read_bytes()
     again = load_config(None, {**TINY, "prune.criterion": "l2", "prune.amount": 0.3})
-    run_prune(again, out=tmp_path, command="medprune prune")
+    with pytest.raises(ConfigError, match=r"finished prune run of another configuration"):
+        run_prune(again, out=tmp_path, command="medprune prune")
+    run_prune(again, out=tmp_path, command="medprune prune", overwrite=True)
     assert (tmp_path / "base" / "model.pt").read_bytes() == base_bytes
     # base settings may not
     other = load_config(None, {**TINY, "train.lr": 0.5, "prune.criterion": "l1"})
     with pytest.raises(ConfigError, match=r"other train settings.*another --out"):
-        run_prune(other, out=tmp_path, command="medprune prune")
+        run_prune(other, out=tmp_path, command="medprune prune", overwrite=True)
     # a base folder from before the stamp existed is reused, with a warning
     stamp.unlink()
     with caplog.at_level("WARNING"):
-        run_prune(other, out=tmp_path, command="medprune prune")
+        run_prune(other, out=tmp_path, command="medprune prune", overwrite=True)
     assert "without checking its settings" in caplog.text

@@ -170,6 +170,8 @@ def run_compare(
     checkpoint: PathLike | None = None,
     command: str | None = None,
     title: str | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> CompareResult:
     """Train (or load) the base once, run the ``config.compare`` grid, write the report.
 
@@ -177,7 +179,9 @@ def run_compare(
     ``results.jsonl`` (the base record first, then one line per cell), ``report.md``,
     ``report.html`` and ``plots/``; while a cell trains, ``runs/<cell>/train_state/`` (its epoch
     checkpoints, deleted once the cell succeeded). Rerunning with the same ``out`` resumes, an
-    interrupted cell from its last finished epoch.
+    interrupted cell from its last finished epoch. A folder holding a finished ``medprune
+    train`` / ``prune`` run is not written into: an explicit ``out`` is refused unless
+    ``overwrite``; ``config.out`` makes way for ``<out>/compare`` (``log`` says so).
 
     Raises:
         ConfigError: an unknown method / criterion name (before any training), or a resumed
@@ -193,11 +197,20 @@ def run_compare(
         setup_run,
     )
     from medprune.pipeline.files import environment, write_json
+    from medprune.pipeline.folders import choose_out_dir
     from medprune.pipeline.runs import discard_train_state, train_state_dir
 
-    out_dir = Path(out or config.out)
     cc = config.compare
     _check_names(cc.methods)
+    out_dir = choose_out_dir(
+        config,
+        verb="compare",
+        out=out,
+        overwrite=overwrite,
+        checkpoint=checkpoint,
+        stem="compare",
+        say=log,
+    )
     cells = make_grid(cc.methods, cc.targets, cc.seeds)
     _check_resume(config, out_dir)
     save_resolved(config, out_dir / "config.resolved.yaml")

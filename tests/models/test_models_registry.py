@@ -161,6 +161,6 @@ def test_monai_errors() -> None:
     with pytest.raises(ConfigError, match="Did you mean 'monai.BasicUNet'"):
         create_model("monai.BasicUNett")
     with pytest.raises(
-        ConfigError, match="'monai.UNet'.*unknown keyword arguments \\['chanels'\\]"
+        ConfigError, match="'monai.UNet' does not take the keyword argument 'chanels'.*channels"
     ):
         create_model("monai.UNet", spatial_dims=2, in_channels=1, out_channels=2, chanels=(4,))

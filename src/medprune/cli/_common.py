@@ -126,6 +126,16 @@ def parse_model_kwargs(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``: write into a folder that holds another run's finished results."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into --out even when it holds another run's finished model.pt / results "
+        "(they are replaced)",
+    )
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of the base-model training that most runs change."""
     group = parser.add_argument_group("base model")
@@ -289,4 +299,6 @@ def model_from_args(args: argparse.Namespace) -> tuple[Any, list[int]]:
     kwargs.setdefault("in_channels", shape[1])
     if args.model.startswith("monai.") or len(shape) == 5:
         kwargs.setdefault("spatial_dims", len(shape) - 2)
+    if args.model.startswith("monai."):
+        kwargs.setdefault("image_size", shape[2:])  # derives Classifier's in_shape, UNet depth
     return create_model(args.model, **kwargs), shape

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from medprune.cli._common import (
     add_config_arguments,
+    add_overwrite_argument,
     add_train_arguments,
     command_line,
     config_from_args,
@@ -39,8 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(
         parser,
         out_help="comparison folder; rerun with the same folder to continue an interrupted "
-        "comparison, mid-training included (finished cells are kept)",
+        "comparison, mid-training included (finished cells are kept). A folder holding a "
+        "finished train / prune run is refused; without --out it makes way for <out>/compare",
     )
+    add_overwrite_argument(parser)
     add_train_arguments(parser)
 
 
@@ -67,7 +70,12 @@ def run(args: argparse.Namespace) -> int:
         },
     )
     result = run_compare(
-        config, out=args.out, checkpoint=args.checkpoint, command=command_line("compare", args)
+        config,
+        out=args.out,
+        checkpoint=args.checkpoint,
+        command=command_line("compare", args),
+        overwrite=args.overwrite,
+        log=echo,
     )
     echo(summary_markdown(result.records))
     echo(f"results.jsonl, report.md and report.html in {result.out_dir}")

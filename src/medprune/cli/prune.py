@@ -8,6 +8,7 @@ from pathlib import Path
 
 from medprune.cli._common import (
     add_config_arguments,
+    add_overwrite_argument,
     add_train_arguments,
     command_line,
     config_from_args,
@@ -58,8 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(
         parser,
         out_help="run folder (default: config `out`); rerun with the same folder to continue an "
-        "interrupted run, mid-training included",
+        "interrupted run, mid-training included. A folder holding another run's finished "
+        "model.pt is refused; without --out such a folder makes way for "
+        "<out>/prune-<method>-<amount>",
     )
+    add_overwrite_argument(parser)
     add_train_arguments(parser)
 
 
@@ -83,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         command=command_line("prune", args),
         log=echo,
+        overwrite=args.overwrite,
     )
     echo(summary_markdown([result["base"], result["pruned"]]))
-    echo(f"pruned model (model.pt + plan.json), run.json and report in {args.out or config.out}")
+    echo(f"pruned model (model.pt + plan.json), run.json and report in {result['out_dir']}")
     return 0

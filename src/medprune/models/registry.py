@@ -4,14 +4,52 @@ Three kinds of name are understood by :func:`create_model`:
 
 * a registered name (``"resnet56"``, ``"tiny_unet"``; see :func:`list_models`);
 * ``"monai.<Name>"``: any class or factory function of ``monai.networks.nets``
-  (``"monai.UNet"``, ``"monai.resnet18"``), keyword arguments passed through unchanged;
+  (``"monai.UNet"``, ``"monai.resnet18"``), with the common keyword arguments mapped onto the
+  network's own (table below); its other keyword arguments pass through unchanged;
 * a user factory ``"package.module:factory"`` or ``"path/to/file.py:factory"``: a callable that
   takes the keyword arguments and returns an ``nn.Module``.
+
+Common keyword arguments of MONAI networks (:mod:`medprune.models.monai_kwargs`). The pipeline
+fills ``in_channels``, ``num_classes`` (classification) or ``out_channels`` (segmentation),
+``spatial_dims`` and the hint ``image_size`` from the data; a network's own spelling given in
+``model.kwargs`` always wins, and a key the network does not take raises :class:`ConfigError`
+naming the network, the key and the accepted keys.
+
+Per network (``common key -> its argument``; *defaults* = derived when absent):
+
+* ``resnet10/18/34/50`` (``**kwargs`` -> ``ResNet``): ``in_channels -> n_input_channels``,
+  ``num_classes``.
+* ``DenseNet121`` / ``DenseNet169``: ``num_classes -> out_channels``.
+* ``SEResNet50`` / ``SEResNeXt50`` (``**kwargs`` -> ``SENet``): ``in_channels``, ``num_classes``.
+* ``EfficientNetBN``: ``in_channels``, ``num_classes``; *defaults* ``model_name="efficientnet-b0"``,
+  ``pretrained=False`` (MONAI's default downloads weights).
+* ``Classifier``: ``in_channels`` + ``image_size -> in_shape=(C, *S)``, ``num_classes -> classes``,
+  ``spatial_dims`` checked against ``in_shape``; *defaults* ``channels=(16, 32, ...)``, one
+  ``stride`` 2 per level, one level per even halving of ``image_size`` (at most 4).
+* ``Regressor``: as ``Classifier``, with ``num_classes -> out_shape=(num_classes,)``.
+* ``UNet`` / ``AttentionUnet``: ``in_channels``, ``out_channels``, ``spatial_dims``; *defaults*
+  ``channels=(16, 32, ...)`` and ``strides`` 2, one level per even halving of ``image_size``
+  (at most 4; 4 without ``image_size``).
+* ``DynUNet``: ``in_channels``, ``out_channels``, ``spatial_dims``; *defaults* ``kernel_size`` 3
+  per level, ``strides=(1, 2, 2, ...)``, ``upsample_kernel_size=strides[1:]``, the number of
+  levels that of ``filters`` / ``strides`` / ``kernel_size`` when given, else from
+  ``image_size`` (at most 5).
+* ``FlexibleUNet``: ``in_channels``, ``out_channels``, ``spatial_dims``; *default*
+  ``backbone="efficientnet-b0"``.
+* ``VNet``: ``in_channels``, ``out_channels``, ``spatial_dims``; *default*
+  ``dropout_dim=spatial_dims`` (MONAI's 3 drops whole 2D samples).
+* ``BasicUNet``, ``BasicUNetPlusPlus``, ``SegResNet``, ``HighResNet``: ``in_channels``,
+  ``out_channels``, ``spatial_dims`` as they are.
+
+Any network: ``num_classes`` and ``out_channels`` stand for each other (the one the network
+takes is used), ``in_channels`` becomes ``n_input_channels`` where that is the spelling,
+``image_size`` is dropped unless used, and ``spatial_dims`` is dropped for a network without it.
 
 Example::
 
     model = create_model("monai.UNet", spatial_dims=2, in_channels=1, out_channels=2,
                          channels=(8, 16, 32), strides=(2, 2))
+    model = create_model("monai.resnet18", spatial_dims=2, in_channels=1, num_classes=2)
 """
 
 from __future__ import annotations
@@ -30,6 +68,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from medprune.errors import ConfigError
+from medprune.models.monai_kwargs import monai_kwargs
 from medprune.registry import Registry
 
 __all__ = ["MONAI_MODELS", "create_model", "list_models", "register_model"]
@@ -118,6 +157,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         raise ConfigError(f"model name must be a non-empty string; got {name!r}.")
     if name.startswith(MONAI_PREFIX):
         fn = _resolve_monai(name)
+        kwargs = monai_kwargs(name[len(MONAI_PREFIX) :], kwargs, fn)
     elif ":" in name:
         fn = _resolve_factory(name)
     elif name in _MODELS:

@@ -20,6 +20,7 @@ from medprune.errors import ConfigError
 from medprune.methods.base import MethodContext, PruneResult, Target
 from medprune.pipeline.base import obtain_base
 from medprune.pipeline.files import environment, save_model, write_json
+from medprune.pipeline.folders import choose_out_dir
 from medprune.pipeline.setup import (
     RunSetup,
     build_model,
@@ -287,14 +288,27 @@ def _report(out_dir: Path, records: list[dict[str, Any]], title: str, command: s
 
 
 def _start_run(
-    config: RunConfig, out_dir: Path, command: str
+    config: RunConfig,
+    out_dir: Path,
+    command: str,
+    *,
+    verb: str,
+    checkpoint: PathLike | None = None,
 ) -> tuple[RunSetup, dict[str, Any], float]:
-    """Write the resolved config, build data / task / loaders, and a ``"running"`` run.json.
+    """Write the resolved config, build data / task / loaders, and a ``"running"`` run.json
+    (with the verb and checkpoint that identify the run, see :mod:`medprune.pipeline.folders`).
 
     Returns the setup, the run record (updated in place by the stages) and the start time.
     """
     save_resolved(config, out_dir / "config.resolved.yaml")
-    run: dict[str, Any] = {"command": command, "seed": config.seed, "status": "running"}
+    run: dict[str, Any] = {
+        "command": command,
+        "verb": verb,
+        "out_dir": str(out_dir),
+        "checkpoint": None if checkpoint is None else str(Path(checkpoint).expanduser().resolve()),
+        "seed": config.seed,
+        "status": "running",
+    }
     t0 = time.perf_counter()
     setup = setup_run(config)
     run["environment"] = environment(setup.device)
@@ -303,16 +317,24 @@ def _start_run(
 
 
 def run_train(
-    config: RunConfig, *, out: PathLike | None = None, command: str | None = None
+    config: RunConfig,
+    *,
+    out: PathLike | None = None,
+    command: str | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """``medprune train``: train the base model, evaluate and measure it, write the run folder.
 
     Writes ``config.resolved.yaml``, ``model.pt``, ``run.json`` and ``report.md`` / ``.html``
-    into ``out`` (default ``config.out``); returns the ``run.json`` content.
+    into ``out`` (default ``config.out``); returns the ``run.json`` content (``out_dir`` says
+    where it went). Another run's finished ``model.pt`` is never overwritten: a taken ``out``
+    is refused unless ``overwrite``, a taken ``config.out`` makes way for ``<out>-2`` (``log``
+    says so; :func:`~medprune.pipeline.folders.choose_out_dir`).
     """
-    out_dir = Path(out or config.out)
     command = command or _command()
-    setup, run, t0 = _start_run(config, out_dir, command)
+    out_dir = choose_out_dir(config, verb="train", out=out, overwrite=overwrite, say=log)
+    setup, run, t0 = _start_run(config, out_dir, command, verb="train")
     with _interruptible(run, out_dir / "run.json"):
         return _train_stages(setup, run, out_dir, command, t0)
 
@@ -341,6 +363,7 @@ def run_prune(
     checkpoint: PathLike | None = None,
     command: str | None = None,
     log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """``medprune prune``: base model (trained or loaded), one method at ``config.prune``'s
     target, evaluation and measurement before / after; writes the run folder.
@@ -349,15 +372,27 @@ def run_prune(
     ``plan.json`` (the pruned model), ``run.json``, ``report.md`` / ``.html``. Ctrl-C marks
     ``run.json`` as interrupted; a rerun with the same ``out`` reuses ``base/model.pt`` and
     continues the method's training from ``runs/<run>/train_state/`` (deleted once done).
-    Returns the ``run.json`` content.
+    Returns the ``run.json`` content (``out_dir`` says where it went).
+
+    Another run's finished ``model.pt`` (a training run's, a prune run's with other settings)
+    is never overwritten: a taken ``out`` is refused unless ``overwrite``; a taken
+    ``config.out`` makes way for ``<config.out>/prune-<name>-<amount>`` (``log`` says so).
     """
     say = log or (lambda _msg: None)
-    out_dir = Path(out or config.out)
     command = command or _command()
     name = _config_name(config)
     target = make_target(config.prune.target, config.prune.amount)
     resolve_method(name)  # unknown names fail before any training
-    setup, run, t0 = _start_run(config, out_dir, command)
+    out_dir = choose_out_dir(
+        config,
+        verb="prune",
+        out=out,
+        overwrite=overwrite,
+        checkpoint=checkpoint,
+        stem=f"prune-{name}-{target.value:g}",
+        say=log,
+    )
+    setup, run, t0 = _start_run(config, out_dir, command, verb="prune", checkpoint=checkpoint)
     with _interruptible(run, out_dir / "run.json"):
         return _prune_stages(setup, run, out_dir, checkpoint, name, target, command, t0, say)
 

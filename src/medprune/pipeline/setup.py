@@ -101,8 +101,11 @@ def _class_weights(config: RunConfig, splits: Any, kind: str) -> list[float] | N
 
 def _model_kwargs(config: RunConfig, splits: Any, kind: str) -> dict[str, Any]:
     """``model.kwargs`` plus what the data decides: ``in_channels``, the number of outputs
-    (``out_channels`` for segmentation, else ``num_classes`` unless ``out_channels`` is given,
-    as MONAI's DenseNet wants) and ``spatial_dims`` (MONAI nets and 3D data)."""
+    (``out_channels`` for segmentation, else ``num_classes`` unless ``out_channels`` is given)
+    and ``spatial_dims`` (MONAI nets and 3D data); MONAI nets also get the hint ``image_size``.
+    What the user gave wins; :func:`medprune.models.create_model` maps these common names onto
+    each MONAI network's own (``resnet18``'s ``n_input_channels``, ``DenseNet121``'s
+    ``out_channels``)."""
     kwargs = dict(config.model.kwargs)
     name = config.model.name
     dims = int(getattr(splits, "spatial_dims", 2))
@@ -113,6 +116,9 @@ def _model_kwargs(config: RunConfig, splits: Any, kind: str) -> dict[str, Any]:
         kwargs.setdefault("num_classes", int(splits.num_classes))
     if name.startswith("monai.") or dims != 2 or kind == "segmentation":
         kwargs.setdefault("spatial_dims", dims)
+    size = getattr(splits, "image_size", None)
+    if name.startswith("monai.") and size is not None:
+        kwargs.setdefault("image_size", [int(s) for s in size])
     return kwargs
 
 
