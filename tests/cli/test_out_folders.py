@@ -146,3 +146,19 @@ def test_compare_next_to_a_training_run_goes_to_a_compare_folder(tmp_path: Path)
     # ... but train / prune do not write into it
     with pytest.raises(ConfigError, match="finished compare run \\(results.jsonl\\)"):
         choose_out_dir(config, verb="train", out=tmp_path / "C")
+
+
+def test_a_second_prune_moved_to_a_new_folder_reuses_the_trained_base(tmp_path: Path) -> None:
+    """``medprune prune`` twice (no checkpoint, other amounts) with ``out: R``: the second run
+    goes to ``R/prune-l1-0.4`` and reuses ``R/base/model.pt`` instead of training again."""
+    run_dir = tmp_path / "R"
+    config = tmp_path / "run.yaml"
+    config.write_text(TINY_YAML.format(out=run_dir))
+    assert main(["prune", "--config", str(config)]) == 0
+    base = run_dir / "base" / "model.pt"
+    assert base.is_file()
+    before = base.read_bytes()
+    assert main(["prune", "--config", str(config), "--target-macs", "0.4"]) == 0
+    record = json.loads((run_dir / "prune-l1-0.4" / "run.json").read_text())
+    assert record["base_source"] == str(base)
+    assert base.read_bytes() == before

@@ -44,6 +44,11 @@ def obtain_base(
         _check_base_stamp(stamp_path, stamp)
         model, _ = load_model(base_path)
         return model, {"source": str(base_path), "train_time_s": 0.0}
+    beside = _matching_base_beside(Path(out_dir), stamp)
+    if beside is not None:  # a run moved to <out>/prune-... reuses <out>/base when it matches
+        log.info("reusing the base model %s (trained with the same settings)", beside)
+        model, _ = load_model(beside)
+        return model, {"source": str(beside), "train_time_s": 0.0}
     model = build_model(setup)
     t0 = time.perf_counter()
     history = train_model(setup, model, checkpoint_path=Path(out_dir) / "base" / "train_state.pt")
@@ -65,6 +70,17 @@ def base_fingerprint(setup: RunSetup) -> dict[str, Any]:
     stamp = {k: config.get(k) for k in ("seed", "data", "model", "task", "train")}
     stamp["model"] = {"name": setup.model_name, "kwargs": setup.model_kwargs}
     return json.loads(json.dumps(stamp, default=str))
+
+
+def _matching_base_beside(out_dir: Path, stamp: dict[str, Any]) -> Path | None:
+    """``<parent>/base/model.pt`` when its stamp equals ``stamp`` exactly (else None): the base of
+    the run whose folder this one was moved out of (:func:`medprune.pipeline.folders.choose_out_dir`)."""
+    path = out_dir.parent / "base" / "model.pt"
+    try:
+        saved = json.loads(path.with_name(BASE_STAMP).read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return path if saved == stamp else None
 
 
 def _check_base_stamp(path: Path, stamp: dict[str, Any]) -> None:
