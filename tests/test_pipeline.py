@@ -300,3 +300,20 @@ def test_a_rerun_with_other_base_settings_is_refused(tmp_path: Path, caplog) -> 
     with caplog.at_level("WARNING"):
         run_prune(other, out=tmp_path, command="medprune prune", overwrite=True)
     assert "without checking its settings" in caplog.text
+
+
+def test_unet3d_from_a_config_builds_on_3d_data() -> None:
+    """``model: {name: unet3d}`` on 3D data: the pipeline does not pass ``spatial_dims`` to a
+    model that is 3D by construction and does not take it."""
+    from medprune.pipeline.setup import _model_kwargs
+
+    class Splits:
+        spatial_dims, in_channels, num_classes, image_size = 3, 1, 2, (16, 16, 16)
+
+    config = load_config(overrides={"model.name": "unet3d"})
+    kwargs = _model_kwargs(config, Splits(), "segmentation")
+    assert "spatial_dims" not in kwargs
+    from medprune.models import create_model
+
+    model = create_model("unet3d", **kwargs, depth=2, base_channels=4)
+    assert model(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 2, 16, 16, 16)

@@ -167,6 +167,16 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return _build(name, fn, kwargs)
 
 
+def model_accepts(name: str, key: str) -> bool:
+    """Whether the model called ``name`` takes the keyword argument ``key`` (True for MONAI
+    networks, whose keywords are mapped, for factories taking ``**kwargs`` and for names that
+    cannot be resolved here: :func:`create_model` reports those)."""
+    if name.startswith(MONAI_PREFIX) or name not in _MODELS:
+        return True
+    names = accepted_parameters(_MODELS.get(name))
+    return not names or key in names or any(n.startswith("**") for n in names)
+
+
 def accepted_parameters(fn: Callable[..., Any]) -> list[str]:
     """Names of the keyword arguments ``fn`` accepts (``**kwargs`` shown as ``**name``)."""
     try:

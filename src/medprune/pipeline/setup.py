@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from medprune.config import RunConfig, update_config
 from medprune.errors import ConfigError
+from medprune.models.registry import model_accepts
 from medprune.typing import PathLike
 
 DEFAULT_MODELS = {"classification": "small_resnet", "segmentation": "unet"}
@@ -114,7 +115,9 @@ def _model_kwargs(config: RunConfig, splits: Any, kind: str) -> dict[str, Any]:
         kwargs.setdefault("out_channels", int(splits.num_classes))
     else:
         kwargs.setdefault("num_classes", int(splits.num_classes))
-    if name.startswith("monai.") or dims != 2 or kind == "segmentation":
+    if (name.startswith("monai.") or dims != 2 or kind == "segmentation") and model_accepts(
+        name, "spatial_dims"
+    ):  # unet3d is 3D by construction and takes no spatial_dims
         kwargs.setdefault("spatial_dims", dims)
     size = getattr(splits, "image_size", None)
     if name.startswith("monai.") and size is not None:
