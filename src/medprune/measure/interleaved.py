@@ -143,8 +143,7 @@ def _onnx_runners(
 
     if torch.device(device).type != "cpu":
         raise ConfigError(
-            f"backend='onnxruntime' runs on the CPU; got device={str(device)!r}. "
-            "Use device='cpu'."
+            f"backend='onnxruntime' runs on the CPU; got device={str(device)!r}. Use device='cpu'."
         )
     cpu_inputs = tuple(t.detach().cpu() for t in inputs)
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="medprune-onnx-")))
