@@ -67,6 +67,6 @@ def run(args: argparse.Namespace) -> int:
     result = run_compare(
         config, out=args.out, checkpoint=args.checkpoint, command=command_line("compare", args)
     )
-    echo(summary_markdown(result.records))
+    echo(summary_markdown([*result.records, *result.latency]))
     echo(f"results.jsonl, report.md and report.html in {result.out_dir}")
     return 0

@@ -154,8 +154,11 @@ def prune_model(
     return result
 
 
-def base_record(setup: RunSetup, model: nn.Module, **extra: Any) -> dict[str, Any]:
-    """The ``kind: base`` record of the unpruned model (test metrics and measurement)."""
+def base_record(
+    setup: RunSetup, model: nn.Module, *, latency: bool = True, **extra: Any
+) -> dict[str, Any]:
+    """The ``kind: base`` record of the unpruned model (test metrics and measurement;
+    ``latency=False``: no timings, see :func:`measure_model`)."""
     t0 = time.perf_counter()
     record = {
         "kind": "base",
@@ -167,7 +170,7 @@ def base_record(setup: RunSetup, model: nn.Module, **extra: Any) -> dict[str, An
         "class_names": setup.class_names,
         "model": setup.model_name,
         "metrics": evaluate_model(setup, model),
-        "measurement": measure_model(setup, model),
+        "measurement": measure_model(setup, model, latency=latency),
         "channels": channel_counts(model),
     }
     record["eval_time_s"] = time.perf_counter() - t0
@@ -183,10 +186,12 @@ def run_record(
     *,
     seed: int,
     checkpoint_dir: PathLike | None = None,
+    latency: bool = True,
 ) -> tuple[dict[str, Any], PruneResult]:
     """Prune, evaluate and measure one (method, target, seed); returns the record and result.
 
-    ``checkpoint_dir`` (see :func:`train_state_dir`) makes the method's training resumable.
+    ``checkpoint_dir`` (see :func:`train_state_dir`) makes the method's training resumable;
+    ``latency=False`` leaves the timings to an interleaved pass (:func:`measure_model`).
     """
     method_name, criterion = resolve_method(name)
     if method_name in CRITERION_METHODS:
@@ -212,7 +217,7 @@ def run_record(
         "class_names": setup.class_names,
         "summary": summary,
         "metrics": evaluate_model(setup, result.model),
-        "measurement": measure_model(setup, result.model),
+        "measurement": measure_model(setup, result.model, latency=latency),
         "channels": channel_counts(result.model),
         "prune_time_s": prune_s,
     }
@@ -231,6 +236,18 @@ def finetune_record(
     """The control of a comparison: the unpruned model fine-tuned with the same recipe as every
     method (so a pruned model is compared with equal training, not with an undertrained base).
     With ``checkpoint_dir`` the fine-tuning checkpoints to ``finetune.pt`` there and resumes."""
+    return finetune_run(setup, base, seed=seed, checkpoint_dir=checkpoint_dir)[0]
+
+
+def finetune_run(
+    setup: RunSetup,
+    base: nn.Module,
+    *,
+    seed: int,
+    checkpoint_dir: PathLike | None = None,
+    latency: bool = True,
+) -> tuple[dict[str, Any], nn.Module]:
+    """:func:`finetune_record` and the fine-tuned model (``latency``: see :func:`run_record`)."""
     t0 = time.perf_counter()
     model = copy.deepcopy(base)
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / "finetune.pt"
@@ -250,11 +267,11 @@ def finetune_record(
         "class_names": setup.class_names,
         "summary": {"macs_removed": 0.0, "params_removed": 0.0, "epochs": len(history)},
         "metrics": evaluate_model(setup, model),
-        "measurement": measure_model(setup, model),
+        "measurement": measure_model(setup, model, latency=latency),
         "channels": channel_counts(model),
     }
     record["time_s"] = time.perf_counter() - t0
-    return record
+    return record, model
 
 
 @contextlib.contextmanager
