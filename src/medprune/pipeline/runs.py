@@ -379,6 +379,23 @@ def run_prune(
         return _prune_stages(setup, run, out_dir, checkpoint, name, target, command, t0, say)
 
 
+def _interleaved(
+    setup: RunSetup,
+    base_rec: dict[str, Any],
+    base: nn.Module,
+    rec: dict[str, Any],
+    pruned: nn.Module,
+) -> list[dict[str, Any]]:
+    """Time base and pruned model interleaved; their records get the medians (in place)."""
+    from medprune.pipeline.latency import latency_pass
+    from medprune.report.records import apply_latency, record_id
+
+    latency = latency_pass(setup, {record_id(base_rec): base, record_id(rec): pruned})
+    for r, applied in zip((base_rec, rec), apply_latency([base_rec, rec, *latency]), strict=False):
+        r["measurement"] = applied["measurement"]
+    return latency
+
+
 def _prune_stages(
     setup: RunSetup,
     run: dict[str, Any],
@@ -395,16 +412,19 @@ def _prune_stages(
     base, info = obtain_base(setup, out_dir, checkpoint=checkpoint)
     run["base_source"] = info["source"]
     run["timings"] = {"base_s": time.perf_counter() - t0}
-    run["base"] = base_record(setup, base)
+    run["base"] = base_record(setup, base, latency=False)  # timed with the pruned model below
     write_json(out_dir / "run.json", run)
     say(f"pruning with {name} to remove {target.value:.0%} of {target.kind}")
     state = train_state_dir(out_dir, name, target.value, config.seed)
-    record, result = run_record(setup, base, name, target, seed=config.seed, checkpoint_dir=state)
+    record, result = run_record(
+        setup, base, name, target, seed=config.seed, checkpoint_dir=state, latency=False
+    )
     save_model(out_dir / "model.pt", result.model, setup, plan=result.plan)
-    run.update(pruned=record, history=result.history, status="done")
+    latency = _interleaved(setup, run["base"], base, record, result.model)
+    run.update(pruned=record, history=result.history, latency=latency, status="done")
     run["timings"].update(prune_s=record["time_s"], total_s=time.perf_counter() - t0)
     write_json(out_dir / "run.json", run)
     discard_train_state(state)
-    records = [run["base"], record]
+    records = [run["base"], record, *latency]
     _report(out_dir, records, f"medprune prune: {name} on {setup.model_name}", command)
     return run
