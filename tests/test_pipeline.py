@@ -302,3 +302,28 @@ def test_a_rerun_with_other_base_settings_is_refused(tmp_path: Path, caplog) -> 
     with caplog.at_level("WARNING"):
         run_prune(other, out=tmp_path, command="medprune prune")
     assert "without checking its settings" in caplog.text
+
+
+def test_interleaved_records_keep_going_when_one_backend_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import medprune.measure
+    from medprune.pipeline.latency import AA_NAME, interleaved_records
+
+    real = medprune.measure.interleaved_latency
+
+    def onnx_fails(models, x, *, backend, **kw):  # noqa: ANN001, ANN003, ANN202
+        if backend == "onnxruntime":
+            raise RuntimeError("cannot export")
+        return real(models, x, backend=backend, **kw)
+
+    monkeypatch.setattr(medprune.measure, "interleaved_latency", onnx_fails)
+    net = torch.nn.Conv2d(1, 2, 3)
+    records = interleaved_records(
+        {"base": net}, torch.randn(1, 1, 8, 8), threads=1, repeats=3, warmup=0, onnx=True
+    )
+    torch_rec, onnx_rec = records[:2]
+    assert sorted(torch_rec["models"]) == ["base"] and torch_rec["aa_control"]["repeats"] == 3
+    assert AA_NAME not in torch_rec["models"] and torch_rec["noise"]["aa_diff_pct"] is not None
+    assert onnx_rec == {"kind": "latency", "measure": "onnx_latency_ms",
+                        "backend": "onnxruntime", "error": "RuntimeError: cannot export"}  # fmt: skip

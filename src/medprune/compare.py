@@ -192,8 +192,8 @@ def run_compare(
 
     Writes into ``out`` (default ``config.out``): ``config.resolved.yaml``, ``base/model.pt``,
     ``results.jsonl`` (the base record first, then one line per cell, then one ``kind:
-    "latency"`` line per latency backend), ``models/<cell>/model.pt`` (+ ``plan.json``), ``report.md``,
-    ``report.html`` and ``plots/``; while a cell trains, ``runs/<cell>/train_state/`` (its epoch
+    "latency"`` line per latency backend), ``models/<cell>/model.pt`` (+ ``plan.json``),
+    ``report.md``, ``report.html`` and ``plots/``; while a cell trains, ``runs/<cell>/train_state/`` (its epoch
     checkpoints, deleted once the cell succeeded). Rerunning with the same ``out`` resumes, an
     interrupted cell from its last finished epoch.
 

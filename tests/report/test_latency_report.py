@@ -89,3 +89,11 @@ def test_without_a_latency_record_the_note_says_so() -> None:
     )
     assert latency_note([{"kind": "base", "measurement": {}}]) is None
     assert apply_latency(records) == records
+
+
+def test_a_failed_latency_pass_is_stated_and_changes_nothing() -> None:
+    records = _records()
+    failed = {"kind": "latency", "measure": "onnx_latency_ms", "error": "TraceError: op foo"}
+    assert apply_latency([*records, failed])[1] == records[1]
+    note = latency_note([*records, failed])
+    assert note == "Latency, ONNX Runtime CPU: not measured (TraceError: op foo)."

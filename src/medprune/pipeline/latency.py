@@ -65,7 +65,9 @@ def interleaved_records(
             difference from the first model is the record's ``noise.aa_diff_pct``.
 
     Returns:
-        The latency records (empty for empty ``models``).
+        The latency records (empty for empty ``models``). A pass that fails (a model ONNX cannot
+        export, CUDA out of memory) is logged and recorded with its ``error`` instead of
+        ``models``, so the run keeps its other results.
     """
     from medprune.measure import interleaved_latency, latency_noise
 
@@ -77,17 +79,23 @@ def interleaved_records(
     if aa_control and AA_NAME not in entries:
         entries[AA_NAME] = copy.deepcopy(entries[first])
         aa = (first, AA_NAME)
-    records = []
+    records: list[dict[str, Any]] = []
     for key, backend, device in _passes(onnx):
-        results = interleaved_latency(
-            entries,
-            example_inputs,
-            backend=backend,
-            device=device,
-            threads=threads,
-            repeats=repeats,
-            warmup=warmup,
-        )
+        try:
+            results = interleaved_latency(
+                entries,
+                example_inputs,
+                backend=backend,
+                device=device,
+                threads=threads,
+                repeats=repeats,
+                warmup=warmup,
+            )
+        except Exception as e:  # e.g. one model that ONNX cannot export: keep the other passes
+            logger.warning("interleaved %s latency (%s) failed: %s", backend, device, e)
+            error = f"{type(e).__name__}: {e}"
+            records.append({"kind": "latency", "measure": key, "backend": backend, "error": error})
+            continue
         noise = latency_noise(results, aa=aa)
         logger.info("%s (%s, %s): %s", key, backend, device, noise.describe())
         records.append(

@@ -234,7 +234,12 @@ def latency_note(records: Sequence[Mapping[str, Any]]) -> str | None:
     """
     runs = latency_runs(records)
     if runs:
-        parts = [f"Latency, {LATENCY_LABELS[k]}: {run.get('note')}." for k, run in runs.items()]
+        parts = [
+            f"Latency, {LATENCY_LABELS[k]}: {run['note']}."
+            if run.get("note")
+            else f"Latency, {LATENCY_LABELS[k]}: not measured ({run.get('error', 'no result')})."
+            for k, run in runs.items()
+        ]
         return " ".join(parts)
     spreads, repeats, threads = [], set(), set()
     for r in records:
