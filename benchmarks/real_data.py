@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(None, _overrides(name, args))
         result = run_compare(config, command=command, title=f"medprune compare: {name}")
         torch.set_num_threads(args.threads)  # measurement pins its own thread count
-        path = _write_table(name, result.records, command)
+        path = _write_table(name, [*result.records, *result.latency], command)
         print(f"{name}: {path} (report: {result.report.html})", flush=True)
     return 0
 

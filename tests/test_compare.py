@@ -148,6 +148,8 @@ def test_compare_resumes_after_ctrl_c(tmp_path: Path, fake_methods: dict) -> Non
         c.key for c in make_grid(["fake_keep_a", "fake_keep_b"], [0.3, 0.5], [0])
     )
     assert len(result.records) == 5
+    # the latency pass timed every cell, those of the first session loaded from models/
+    assert sorted(result.latency[0]["models"]) == sorted(["base", *keys])
     assert (tmp_path / "report.html").is_file()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert len(summary["rows"]) == 5
@@ -244,3 +246,30 @@ def test_compare_survives_a_killed_process(tmp_path: Path) -> None:
     after = [r for r in read_jsonl(results) if r["kind"] == "run"]
     assert len(after) == 6  # every cell exactly once
     assert after[: len(before)] == before  # finished cells kept as they were, not redone
+
+
+def test_compare_times_every_model_interleaved_at_the_end(
+    tmp_path: Path, fake_methods: dict
+) -> None:
+    """The base and the cells are timed together in one interleaved pass (plus an A/A copy);
+    the report takes their latencies from it and states its noise."""
+    overrides = {**TINY, "compare.methods": ["fake_keep_a"], "compare.targets": [0.5],
+                 "measure.repeats": 9, "measure.warmup": 1}  # fmt: skip
+    result = run_compare(load_config(None, overrides), out=tmp_path)
+    lines = read_jsonl(tmp_path / "results.jsonl")
+    assert [r["kind"] for r in lines] == ["base", "run", "latency"]
+    assert lines[0]["measurement"]["latency_ms"] is None  # not timed on its own any more
+    latency = lines[-1]
+    assert latency == result.latency[0] and latency["measure"] == "latency_ms"
+    assert sorted(latency["models"]) == ["base", "fake_keep_a@0.5#0"]
+    assert latency["aa_control"]["repeats"] == 9 and latency["noise"]["models"] == 3
+    medians = {k: v["median_ms"] for k, v in latency["models"].items()}
+    assert result.records[0]["measurement"]["latency_ms"] == medians["base"]
+    assert result.records[1]["measurement"]["latency_ms"] == medians["fake_keep_a@0.5#0"]
+    # the fake method keeps the architecture: the same latency within the stated noise
+    diff = abs(medians["base"] - medians["fake_keep_a@0.5#0"]) / medians["base"]
+    assert 100 * diff <= latency["noise"]["noise_pct"]
+    report = (tmp_path / "report.md").read_text()
+    assert "## Latency noise" in report and "median of 9 interleaved runs of 3 models" in report
+    assert "are noise" in report and "(±" in report  # the latency cells show their spread
+    assert (tmp_path / "models" / "fake_keep_a-0.5-seed0" / "model.pt").is_file()

@@ -122,6 +122,11 @@ def test_run_prune_writes_a_replayable_run_folder(tmp_path: Path) -> None:
     assert sum(channel_counts(pruned).values()) < sum(run["base"]["channels"].values())
     report = (tmp_path / "report.md").read_text()
     assert "| l1 | 40% |" in report and "medprune prune --criterion l1" in report
+    (latency,) = saved["latency"]  # base and pruned model timed interleaved, + an A/A copy
+    assert sorted(latency["models"]) == ["base", "l1@0.4#0"] and latency["noise"]["models"] == 3
+    got = saved["pruned"]["measurement"]["latency_ms"]
+    assert got == latency["models"]["l1@0.4#0"]["median_ms"]
+    assert "## Latency noise" in report and "interleaved runs of 3 models" in report
 
 
 def test_method_options_per_method() -> None:
@@ -317,3 +322,28 @@ def test_unet3d_from_a_config_builds_on_3d_data() -> None:
 
     model = create_model("unet3d", **kwargs, depth=2, base_channels=4)
     assert model(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 2, 16, 16, 16)
+
+
+def test_interleaved_records_keep_going_when_one_backend_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import medprune.measure
+    from medprune.pipeline.latency import AA_NAME, interleaved_records
+
+    real = medprune.measure.interleaved_latency
+
+    def onnx_fails(models, x, *, backend, **kw):  # noqa: ANN001, ANN003, ANN202
+        if backend == "onnxruntime":
+            raise RuntimeError("cannot export")
+        return real(models, x, backend=backend, **kw)
+
+    monkeypatch.setattr(medprune.measure, "interleaved_latency", onnx_fails)
+    net = torch.nn.Conv2d(1, 2, 3)
+    records = interleaved_records(
+        {"base": net}, torch.randn(1, 1, 8, 8), threads=1, repeats=3, warmup=0, onnx=True
+    )
+    torch_rec, onnx_rec = records[:2]
+    assert sorted(torch_rec["models"]) == ["base"] and torch_rec["aa_control"]["repeats"] == 3
+    assert AA_NAME not in torch_rec["models"] and torch_rec["noise"]["aa_diff_pct"] is not None
+    assert onnx_rec == {"kind": "latency", "measure": "onnx_latency_ms",
+                        "backend": "onnxruntime", "error": "RuntimeError: cannot export"}  # fmt: skip

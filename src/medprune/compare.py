@@ -5,7 +5,12 @@ data, calibration subset, fine-tuning recipe and seed. Each finished cell is app
 ``results.jsonl`` at once (one line, flushed and fsynced), so a killed comparison restarts where
 it stopped without redoing finished cells; a cell interrupted mid-training continues from its
 last finished epoch (its method's phases checkpoint to ``runs/<cell>/train_state/``, a folder
-deleted once the cell's record is written; a failed cell keeps it, so ``retry_failed`` resumes)::
+deleted once the cell's record is written; a failed cell keeps it, so ``retry_failed`` resumes).
+
+Latency is measured once the grid is done, for the base and every finished cell together, their
+repetitions interleaved (:mod:`medprune.pipeline.latency`), so that identical architectures get
+the same latency and the report can state the noise; each cell's pruned model is kept in
+``models/<cell>/model.pt`` for this (and for the user)::
 
     result = run_compare(load_config("run.yaml", {"compare.methods": "l1,hrank,beta_rank"}))
     result.records      # base + one record per cell, as in results.jsonl
@@ -20,14 +25,16 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from medprune.config import RunConfig, save_resolved
 from medprune.errors import ConfigError
 from medprune.progress import progress_bar
-from medprune.report import ReportPaths, read_jsonl, write_report
+from medprune.report import ReportPaths, apply_latency, read_jsonl, write_report
 from medprune.typing import PathLike
 
 logger = logging.getLogger(__name__)
@@ -149,11 +156,21 @@ def run_grid(
 
 @dataclass
 class CompareResult:
-    """What :func:`run_compare` returns."""
+    """What :func:`run_compare` returns.
+
+    Attributes:
+        out_dir: the comparison folder.
+        records: the base record, then one per cell; their ``measurement`` latencies are the
+            interleaved ones of ``latency``.
+        report: where the report was written.
+        latency: the ``kind: "latency"`` records of the interleaved pass (one per backend; their
+            ``note`` states the noise).
+    """
 
     out_dir: Path
     records: list[dict[str, Any]]
     report: ReportPaths
+    latency: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _check_names(names: Sequence[str]) -> None:
@@ -176,8 +193,9 @@ def run_compare(
     """Train (or load) the base once, run the ``config.compare`` grid, write the report.
 
     Writes into ``out`` (default ``config.out``): ``config.resolved.yaml``, ``base/model.pt``,
-    ``results.jsonl`` (the base record first, then one line per cell), ``report.md``,
-    ``report.html`` and ``plots/``; while a cell trains, ``runs/<cell>/train_state/`` (its epoch
+    ``results.jsonl`` (the base record first, then one line per cell, then one ``kind:
+    "latency"`` line per latency backend), ``models/<cell>/model.pt`` (+ ``plan.json``),
+    ``report.md``, ``report.html`` and ``plots/``; while a cell trains, ``runs/<cell>/train_state/`` (its epoch
     checkpoints, deleted once the cell succeeded). Rerunning with the same ``out`` resumes, an
     interrupted cell from its last finished epoch. A folder holding a finished ``medprune
     train`` / ``prune`` run is not written into: an explicit ``out`` is refused unless
@@ -190,15 +208,15 @@ def run_compare(
     from medprune.pipeline import (
         FINETUNE_CONTROL,
         base_record,
-        finetune_record,
         make_target,
         obtain_base,
         run_record,
         setup_run,
     )
-    from medprune.pipeline.files import environment, write_json
+    from medprune.pipeline.files import environment, save_model, write_json
     from medprune.pipeline.folders import choose_out_dir
-    from medprune.pipeline.runs import discard_train_state, train_state_dir
+    from medprune.pipeline.latency import latency_pass
+    from medprune.pipeline.runs import discard_train_state, finetune_run, train_state_dir
 
     cc = config.compare
     _check_names(cc.methods)
@@ -220,7 +238,7 @@ def run_compare(
     base_rec = next((r for r in read_jsonl(results) if r.get("kind") == "base"), None)
     if base_rec is None:
         base_rec = base_record(
-            setup, base, source=info["source"], train_time_s=info["train_time_s"]
+            setup, base, latency=False, source=info["source"], train_time_s=info["train_time_s"]
         )
         base_rec["environment"] = environment(setup.device)
         append_record(results, base_rec)
@@ -231,13 +249,28 @@ def run_compare(
     def state_dir(cell: GridCell) -> Path:
         return train_state_dir(out_dir, cell.name, cell.target, cell.seed)
 
+    models: dict[str, nn.Module] = {}  # this session's pruned models, for the latency pass
+
     def run_one(cell: GridCell) -> dict[str, Any]:
+        plan = None
         if cell.name == FINETUNE_CONTROL:
-            return finetune_record(setup, base, seed=cell.seed, checkpoint_dir=state_dir(cell))
-        target = make_target(config.prune.target, cell.target)
-        record, _ = run_record(
-            setup, base, cell.name, target, seed=cell.seed, checkpoint_dir=state_dir(cell)
-        )
+            record, model = finetune_run(
+                setup, base, seed=cell.seed, checkpoint_dir=state_dir(cell), latency=False
+            )
+        else:
+            target = make_target(config.prune.target, cell.target)
+            record, result = run_record(
+                setup,
+                base,
+                cell.name,
+                target,
+                seed=cell.seed,
+                checkpoint_dir=state_dir(cell),
+                latency=False,
+            )
+            model, plan = result.model, result.plan
+        save_model(model_path(out_dir, cell), model, setup, plan=plan)
+        models[cell.key] = model
         return record
 
     def recorded(cell: GridCell, record: dict[str, Any]) -> None:
@@ -252,7 +285,10 @@ def run_compare(
         progress=config.progress,
         on_recorded=recorded,
     )
-    all_records = [base_rec, *records]
+    latency = latency_pass(setup, _grid_models(out_dir, base, cells, records, models))
+    for latency_record in latency:
+        append_record(results, latency_record)
+    all_records = [base_rec, *records, *latency]
     write_json(out_dir / "summary.json", summarize(all_records))
     report = write_report(
         out_dir,
@@ -261,7 +297,44 @@ def run_compare(
         command=command,
         config_yaml=(out_dir / "config.resolved.yaml").read_text(),
     )
-    return CompareResult(out_dir, all_records, report)
+    measured = [dict(r) for r in apply_latency(all_records) if r.get("kind") != "latency"]
+    return CompareResult(out_dir, measured, report, latency)
+
+
+def model_path(out_dir: PathLike, cell: GridCell) -> Path:
+    """``out_dir/models/<name>-<target>-seed<seed>/model.pt``: the pruned model of one cell."""
+    return Path(out_dir) / "models" / f"{cell.name}-{cell.target:g}-seed{cell.seed}" / "model.pt"
+
+
+def _grid_models(
+    out_dir: Path,
+    base: nn.Module,
+    cells: Sequence[GridCell],
+    records: Sequence[Mapping[str, Any]],
+    models: Mapping[str, nn.Module],
+) -> dict[str, nn.Module]:
+    """The base (as ``"base"``) and every finished cell's model (by cell key): from this
+    session, else loaded from :func:`model_path` (cells of an earlier, interrupted run)."""
+    from medprune.pipeline import load_model
+
+    out: dict[str, nn.Module] = {"base": base}
+    for cell, record in zip(cells, records, strict=True):
+        if record.get("status") != "ok":
+            continue
+        model = models.get(cell.key)
+        path = model_path(out_dir, cell)
+        if model is None and path.is_file():
+            model, _ = load_model(path)
+        if model is None:
+            logger.warning(
+                "no pruned model of %s at %s: it is left out of the interleaved latency pass "
+                "(its record keeps the latency measured with it, if any).",
+                cell.key,
+                path,
+            )
+            continue
+        out[cell.key] = model
+    return out
 
 
 def _check_resume(config: RunConfig, out_dir: Path) -> None:
@@ -313,6 +386,7 @@ __all__ = [
     "GridCell",
     "append_record",
     "make_grid",
+    "model_path",
     "run_compare",
     "run_grid",
     "summarize",

@@ -261,9 +261,17 @@ def echo(text: str = "") -> None:
     print(text, flush=True)
 
 
-def add_model_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """A saved ``model.pt`` or ``--model NAME``, the input shape and model keyword arguments."""
-    parser.add_argument("checkpoint", nargs="?", type=Path, help="model.pt (train / prune output)")
+def add_model_source_arguments(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
+    """A saved ``model.pt`` or ``--model NAME``, the input shape and model keyword arguments.
+
+    ``many``: accept several ``model.pt`` files (``args.checkpoint`` is then a list).
+    """
+    parser.add_argument(
+        "checkpoint",
+        nargs="*" if many else "?",
+        type=Path,
+        help="model.pt files (train / prune output)" if many else "model.pt (train / prune output)",
+    )
     parser.add_argument("--model", metavar="NAME", help="build this registered model instead")
     add_model_kwargs_argument(parser)
     parser.add_argument(

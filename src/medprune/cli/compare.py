@@ -77,6 +77,6 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         log=echo,
     )
-    echo(summary_markdown(result.records))
+    echo(summary_markdown([*result.records, *result.latency]))
     echo(f"results.jsonl, report.md and report.html in {result.out_dir}")
     return 0

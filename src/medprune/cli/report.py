@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if not records and (folder / "run.json").is_file():
         run_json = json.loads((folder / "run.json").read_text())
         records = [r for r in (run_json.get("base"), run_json.get("pruned")) if r]
+        records += list(run_json.get("latency") or [])  # interleaved timings, if any
         command = run_json.get("command")
     if not records:
         raise ConfigError(f"{folder} has no results.jsonl or run.json with records to report.")

@@ -8,6 +8,10 @@
 
     from medprune.measure import count_macs, macs_by_module, measure_latency, export_onnx
 
+    # several models compared: timed in one run, repetitions alternating
+    results = medprune.measure.interleaved_latency({"base": base, "pruned": pruned}, x)
+    medprune.measure.latency_noise(results).describe()
+
 Every function runs the model in eval mode without gradients and leaves it unchanged.
 
 The package is itself callable (``medprune.measure(model, x)`` calls :func:`measure`), so the
@@ -22,18 +26,22 @@ from typing import Any
 
 from medprune.measure.export import export_onnx, export_torchscript
 from medprune.measure.flops import count_macs, macs_by_module
+from medprune.measure.interleaved import LatencyNoise, interleaved_latency, latency_noise
 from medprune.measure.latency import LatencyResult, measure_latency, onnx_latency
 from medprune.measure.memory import peak_memory
 from medprune.measure.params import count_params, serialized_size
 from medprune.measure.summary import Measurement, measure
 
 __all__ = [
+    "LatencyNoise",
     "LatencyResult",
     "Measurement",
     "count_macs",
     "count_params",
     "export_onnx",
     "export_torchscript",
+    "interleaved_latency",
+    "latency_noise",
     "macs_by_module",
     "measure",
     "measure_latency",

@@ -9,6 +9,7 @@ and restored afterwards.
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,10 @@ class LatencyResult:
         batch_size: rows in the timed batch.
         device: ``"cpu"`` or ``"cuda:N"``.
         backend: ``"torch"`` or ``"onnxruntime"``.
+        ci_low_ms, ci_high_ms: distribution-free ~95% confidence interval of the median (order
+            statistics of ``times_ms``; the whole range when ``repeats`` < 6).
+        interleaved: the runs alternated with other models' runs
+            (:func:`~medprune.measure.interleaved_latency`) instead of running back to back.
     """
 
     median_ms: float
@@ -57,11 +62,29 @@ class LatencyResult:
     batch_size: int
     device: str
     backend: str
+    ci_low_ms: float | None = None
+    ci_high_ms: float | None = None
+    interleaved: bool = False
+
+    @property
+    def spread_pct(self) -> float:
+        """Run-to-run spread: half the p10-p90 range as a percentage of the median."""
+        return 100.0 * (self.p90_ms - self.p10_ms) / (2.0 * self.median_ms)
+
+    @property
+    def noise_pct(self) -> float | None:
+        """Width of the median's confidence interval as a percentage of the median: two medians
+        closer than this are not told apart by the measurement."""
+        if self.ci_low_ms is None or self.ci_high_ms is None:
+            return None
+        return 100.0 * (self.ci_high_ms - self.ci_low_ms) / self.median_ms
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (``times_ms`` as a list)."""
+        """JSON-ready dict (``times_ms`` as a list, plus ``spread_pct`` and ``noise_pct``)."""
         d = asdict(self)
         d["times_ms"] = list(self.times_ms)
+        d["spread_pct"] = self.spread_pct
+        d["noise_pct"] = self.noise_pct
         return d
 
 
@@ -71,6 +94,19 @@ def _percentile(sorted_ms: list[float], q: float) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(sorted_ms) - 1)
     return sorted_ms[lo] + (sorted_ms[hi] - sorted_ms[lo]) * (pos - lo)
+
+
+def median_interval(sorted_ms: list[float]) -> tuple[float, float]:
+    """Distribution-free ~95% confidence interval of the median of sorted values.
+
+    Uses the order statistics of ranks ``n/2 -+ 0.98 sqrt(n)`` (the binomial sign-test interval,
+    normal approximation), so it holds for any distribution of run times, outliers included.
+    """
+    n = len(sorted_ms)
+    half = 0.98 * math.sqrt(n)
+    lo = max(int(math.floor(n / 2 - half)), 1)  # 1-based ranks
+    hi = min(int(math.ceil(1 + n / 2 + half)), n)
+    return sorted_ms[lo - 1], sorted_ms[hi - 1]
 
 
 def _check_counts(warmup: int, repeats: int) -> None:
@@ -120,6 +156,7 @@ def _time_calls(
 
 def _result(times_ms: list[float], **meta: Any) -> LatencyResult:
     s = sorted(times_ms)
+    ci_low, ci_high = median_interval(s)
     return LatencyResult(
         median_ms=statistics.median(s),
         p10_ms=_percentile(s, 10),
@@ -127,6 +164,8 @@ def _result(times_ms: list[float], **meta: Any) -> LatencyResult:
         mean_ms=statistics.fmean(s),
         min_ms=s[0],
         times_ms=tuple(times_ms),
+        ci_low_ms=ci_low,
+        ci_high_ms=ci_high,
         **meta,
     )
 
@@ -210,24 +249,10 @@ def onnx_latency(
     Returns:
         A LatencyResult with ``backend="onnxruntime"``.
     """
-    import onnxruntime as ort
-
     _check_counts(warmup, repeats)
     used = resolve_threads(threads)
     tensors = repeat_batch(as_input_tuple(inputs), batch_size)
-    if not Path(path).is_file():
-        raise ConfigError(f"ONNX file not found: {str(path)!r}; export one with export_onnx().")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = used
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    if len(names) != len(tensors):
-        raise ConfigError(
-            f"{path} has {len(names)} input(s) {names}; got {len(tensors)} tensor(s)."
-        )
-    feed = {n: t.detach().cpu().numpy() for n, t in zip(names, tensors, strict=True)}
+    session, feed = ort_session(path, tensors, threads=used)
     times_ms = _time_calls(lambda: session.run(None, feed), warmup, repeats, lambda: None)
     return _result(
         times_ms,
@@ -238,3 +263,34 @@ def onnx_latency(
         device="cpu",
         backend="onnxruntime",
     )
+
+
+def ort_session(
+    path: PathLike, tensors: tuple[torch.Tensor, ...], *, threads: int
+) -> tuple[Any, dict[str, Any]]:
+    """An ONNX Runtime CPU session of ``path`` and its input feed (graph input name -> array).
+
+    Args:
+        path: an ``.onnx`` file.
+        tensors: the inputs ``(B, C, *S)``, fed to the graph inputs in order.
+        threads: ``intra_op_num_threads`` (``inter_op_num_threads`` is 1).
+
+    Raises:
+        ConfigError: the file does not exist, or its input count differs from ``tensors``.
+    """
+    import onnxruntime as ort
+
+    if not Path(path).is_file():
+        raise ConfigError(f"ONNX file not found: {str(path)!r}; export one with export_onnx().")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    if len(names) != len(tensors):
+        raise ConfigError(
+            f"{path} has {len(names)} input(s) {names}; got {len(tensors)} tensor(s)."
+        )
+    feed = {n: t.detach().cpu().numpy() for n, t in zip(names, tensors, strict=True)}
+    return session, feed

@@ -21,6 +21,7 @@ from medprune.pipeline.runs import (
     FINETUNE_CONTROL,
     base_record,
     finetune_record,
+    finetune_run,
     make_target,
     method_context,
     method_options,
@@ -44,6 +45,7 @@ from medprune.pipeline.setup import (
 __all__ = [
     "FINETUNE_CONTROL",
     "finetune_record",
+    "finetune_run",
     "DEFAULT_MODELS",
     "RunSetup",
     "base_record",

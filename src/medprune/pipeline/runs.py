@@ -155,8 +155,11 @@ def prune_model(
     return result
 
 
-def base_record(setup: RunSetup, model: nn.Module, **extra: Any) -> dict[str, Any]:
-    """The ``kind: base`` record of the unpruned model (test metrics and measurement)."""
+def base_record(
+    setup: RunSetup, model: nn.Module, *, latency: bool = True, **extra: Any
+) -> dict[str, Any]:
+    """The ``kind: base`` record of the unpruned model (test metrics and measurement;
+    ``latency=False``: no timings, see :func:`measure_model`)."""
     t0 = time.perf_counter()
     record = {
         "kind": "base",
@@ -168,7 +171,7 @@ def base_record(setup: RunSetup, model: nn.Module, **extra: Any) -> dict[str, An
         "class_names": setup.class_names,
         "model": setup.model_name,
         "metrics": evaluate_model(setup, model),
-        "measurement": measure_model(setup, model),
+        "measurement": measure_model(setup, model, latency=latency),
         "channels": channel_counts(model),
     }
     record["eval_time_s"] = time.perf_counter() - t0
@@ -184,10 +187,12 @@ def run_record(
     *,
     seed: int,
     checkpoint_dir: PathLike | None = None,
+    latency: bool = True,
 ) -> tuple[dict[str, Any], PruneResult]:
     """Prune, evaluate and measure one (method, target, seed); returns the record and result.
 
-    ``checkpoint_dir`` (see :func:`train_state_dir`) makes the method's training resumable.
+    ``checkpoint_dir`` (see :func:`train_state_dir`) makes the method's training resumable;
+    ``latency=False`` leaves the timings to an interleaved pass (:func:`measure_model`).
     """
     method_name, criterion = resolve_method(name)
     if method_name in CRITERION_METHODS:
@@ -213,7 +218,7 @@ def run_record(
         "class_names": setup.class_names,
         "summary": summary,
         "metrics": evaluate_model(setup, result.model),
-        "measurement": measure_model(setup, result.model),
+        "measurement": measure_model(setup, result.model, latency=latency),
         "channels": channel_counts(result.model),
         "prune_time_s": prune_s,
     }
@@ -232,6 +237,18 @@ def finetune_record(
     """The control of a comparison: the unpruned model fine-tuned with the same recipe as every
     method (so a pruned model is compared with equal training, not with an undertrained base).
     With ``checkpoint_dir`` the fine-tuning checkpoints to ``finetune.pt`` there and resumes."""
+    return finetune_run(setup, base, seed=seed, checkpoint_dir=checkpoint_dir)[0]
+
+
+def finetune_run(
+    setup: RunSetup,
+    base: nn.Module,
+    *,
+    seed: int,
+    checkpoint_dir: PathLike | None = None,
+    latency: bool = True,
+) -> tuple[dict[str, Any], nn.Module]:
+    """:func:`finetune_record` and the fine-tuned model (``latency``: see :func:`run_record`)."""
     t0 = time.perf_counter()
     model = copy.deepcopy(base)
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / "finetune.pt"
@@ -251,11 +268,11 @@ def finetune_record(
         "class_names": setup.class_names,
         "summary": {"macs_removed": 0.0, "params_removed": 0.0, "epochs": len(history)},
         "metrics": evaluate_model(setup, model),
-        "measurement": measure_model(setup, model),
+        "measurement": measure_model(setup, model, latency=latency),
         "channels": channel_counts(model),
     }
     record["time_s"] = time.perf_counter() - t0
-    return record
+    return record, model
 
 
 @contextlib.contextmanager
@@ -397,6 +414,23 @@ def run_prune(
         return _prune_stages(setup, run, out_dir, checkpoint, name, target, command, t0, say)
 
 
+def _interleaved(
+    setup: RunSetup,
+    base_rec: dict[str, Any],
+    base: nn.Module,
+    rec: dict[str, Any],
+    pruned: nn.Module,
+) -> list[dict[str, Any]]:
+    """Time base and pruned model interleaved; their records get the medians (in place)."""
+    from medprune.pipeline.latency import latency_pass
+    from medprune.report.records import apply_latency, record_id
+
+    latency = latency_pass(setup, {record_id(base_rec): base, record_id(rec): pruned})
+    for r, applied in zip((base_rec, rec), apply_latency([base_rec, rec, *latency]), strict=False):
+        r["measurement"] = applied["measurement"]
+    return latency
+
+
 def _prune_stages(
     setup: RunSetup,
     run: dict[str, Any],
@@ -413,16 +447,19 @@ def _prune_stages(
     base, info = obtain_base(setup, out_dir, checkpoint=checkpoint)
     run["base_source"] = info["source"]
     run["timings"] = {"base_s": time.perf_counter() - t0}
-    run["base"] = base_record(setup, base)
+    run["base"] = base_record(setup, base, latency=False)  # timed with the pruned model below
     write_json(out_dir / "run.json", run)
     say(f"pruning with {name} to remove {target.value:.0%} of {target.kind}")
     state = train_state_dir(out_dir, name, target.value, config.seed)
-    record, result = run_record(setup, base, name, target, seed=config.seed, checkpoint_dir=state)
+    record, result = run_record(
+        setup, base, name, target, seed=config.seed, checkpoint_dir=state, latency=False
+    )
     save_model(out_dir / "model.pt", result.model, setup, plan=result.plan)
-    run.update(pruned=record, history=result.history, status="done")
+    latency = _interleaved(setup, run["base"], base, record, result.model)
+    run.update(pruned=record, history=result.history, latency=latency, status="done")
     run["timings"].update(prune_s=record["time_s"], total_s=time.perf_counter() - t0)
     write_json(out_dir / "run.json", run)
     discard_train_state(state)
-    records = [run["base"], record]
+    records = [run["base"], record, *latency]
     _report(out_dir, records, f"medprune prune: {name} on {setup.model_name}", command)
     return run

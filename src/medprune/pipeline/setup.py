@@ -251,22 +251,28 @@ def evaluate_model(setup: RunSetup, model: nn.Module, split: str = "test") -> di
     return dict(evaluate(model, setup.task, loader, device=setup.device))
 
 
-def measure_model(setup: RunSetup, model: nn.Module) -> dict[str, Any]:
-    """Cost of ``model`` (CPU; adds ``gpu_latency_ms`` when CUDA is present)."""
+def measure_model(setup: RunSetup, model: nn.Module, *, latency: bool = True) -> dict[str, Any]:
+    """Cost of ``model`` (CPU; adds ``gpu_latency_ms`` when CUDA is present).
+
+    ``latency=False`` skips every timing (``measure.latency`` / ``measure.onnx`` are then
+    ignored): for models whose latency is measured interleaved with others afterwards
+    (:mod:`medprune.pipeline.latency`).
+    """
     from medprune.measure import measure
 
     mc = setup.config.measure
     model = copy.deepcopy(model).cpu().eval()
+    latency = latency and mc.latency
     out = measure(
         model,
         setup.example_inputs.cpu(),
-        latency=mc.latency,
-        onnx=mc.onnx,
+        latency=latency,
+        onnx=mc.onnx and latency,
         threads=mc.threads,
         repeats=mc.repeats,
         warmup=mc.warmup,
     ).to_dict()
-    if mc.latency and torch.cuda.is_available():
+    if latency and torch.cuda.is_available():
         gpu = measure(model, setup.example_inputs, latency=True, device="cuda", memory=False)
         out["gpu_latency_ms"] = gpu.latency_ms
     return out

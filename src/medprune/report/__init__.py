@@ -17,10 +17,13 @@ from typing import Any
 from medprune.report.records import (
     Row,
     aggregate,
+    apply_latency,
+    latency_note,
     metric_columns,
     minority_class,
     per_class,
     read_jsonl,
+    record_id,
     record_values,
     scalar,
     task_of,
@@ -79,6 +82,9 @@ def summary_markdown(records: Sequence[Mapping[str, Any]]) -> str:
     base, rows = aggregate(records)
     minority = minority_class(next((r for r in records if r.get("kind") == "base"), None))
     parts = [md_table(results_table(base, rows, task, minority))]
+    note = latency_note(records)
+    if note:
+        parts.append(note)
     pc = per_class_table(base, rows, task)
     if pc is not None:
         parts.append(md_table(pc))
@@ -116,6 +122,9 @@ def write_report(
     minority = minority_class(next((r for r in records if r.get("kind") == "base"), None))
     sections: list[tuple[str, Table | str]] = list(notes)
     sections.append(("Results", results_table(base, rows, task, minority)))
+    note = latency_note(records)
+    if note:
+        sections.append(("Latency noise", note))
     pc = per_class_table(base, rows, task)
     if pc is not None:
         stat = "Dice" if task == "segmentation" else "recall"
@@ -152,10 +161,13 @@ __all__ = [
     "Row",
     "Table",
     "aggregate",
+    "apply_latency",
+    "latency_note",
     "metric_columns",
     "minority_class",
     "per_class",
     "read_jsonl",
+    "record_id",
     "record_values",
     "scalar",
     "summary_markdown",

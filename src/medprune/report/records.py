@@ -10,6 +10,10 @@ pruning run (``"kind": "run"``). Keys (all optional except ``kind`` and ``name``
      "summary": {"macs_removed": 0.49, "params_removed": 0.61, ...},
      "channels": {"layer name": channels kept}, "time_s": 12.3}
 
+A ``"kind": "latency"`` record (:mod:`medprune.pipeline.latency`) holds the latency of several
+models measured interleaved in one pass, keyed by :func:`record_id`; :func:`apply_latency` puts
+it into those models' measurements and :func:`latency_note` states its noise.
+
 :func:`aggregate` folds the records of several seeds into one :class:`Row` per (name, target).
 """
 
@@ -156,9 +160,106 @@ MEASURE_KEYS = (
     "latency_ms",
     "onnx_latency_ms",
     "gpu_latency_ms",
+    "latency_spread_pct",
+    "onnx_latency_spread_pct",
+    "gpu_latency_spread_pct",
     "peak_memory_bytes",
     "size_bytes",
 )
+
+#: Latency measurement key -> what the report calls it.
+LATENCY_LABELS = {
+    "latency_ms": "PyTorch CPU",
+    "onnx_latency_ms": "ONNX Runtime CPU",
+    "gpu_latency_ms": "PyTorch GPU",
+}
+
+
+def spread_key(latency_key: str) -> str:
+    """``"onnx_latency_ms"`` -> ``"onnx_latency_spread_pct"`` (run-to-run spread, % of median)."""
+    return latency_key.removesuffix("_ms") + "_spread_pct"
+
+
+def record_id(record: Mapping[str, Any]) -> str:
+    """The name a latency record uses for ``record``: ``"base"`` for the base model, else its
+    ``key`` (``"l1@0.5#0"``, as ``medprune compare`` writes), else one made the same way."""
+    if record.get("kind") == "base":
+        return "base"
+    if record.get("key"):
+        return str(record["key"])
+    return (
+        f"{record.get('name', '?')}@{float(record.get('target') or 0.0):g}#{record.get('seed', 0)}"
+    )
+
+
+def latency_runs(records: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The last ``kind: "latency"`` record of each measurement key (``"latency_ms"``, ...)."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for r in records:
+        if r.get("kind") == "latency" and r.get("measure") in LATENCY_LABELS:
+            out[str(r["measure"])] = r
+    return out
+
+
+def apply_latency(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """``records`` with the interleaved latencies of their latency records in place of each
+    model's own: ``measurement[key]`` becomes the median and ``measurement[spread_key(key)]``
+    the run-to-run spread. Records no latency record names are returned unchanged."""
+    runs = latency_runs(records)
+    if not runs:
+        return list(records)
+    out: list[Mapping[str, Any]] = []
+    for r in records:
+        if r.get("kind") == "latency":
+            out.append(r)
+            continue
+        measurement = dict(r.get("measurement") or {})
+        rid = record_id(r)
+        for key, run in runs.items():
+            result = (run.get("models") or {}).get(rid)
+            if isinstance(result, Mapping) and scalar(result.get("median_ms")) is not None:
+                measurement[key] = float(result["median_ms"])
+                measurement[spread_key(key)] = scalar(result.get("spread_pct"))
+        out.append({**r, "measurement": measurement})
+    return out
+
+
+def latency_note(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """The report's latency line: how each latency column was measured and its noise.
+
+    From the latency records when there are some (``"Latency, PyTorch CPU: median of 20
+    interleaved runs of 5 models, 2 threads; run-to-run spread ±3.1%; differences below 2.4%
+    are noise."``), else from the models' own measurements (measured one after the other, so
+    a difference says less); None when nothing was timed.
+    """
+    runs = latency_runs(records)
+    if runs:
+        parts = [
+            f"Latency, {LATENCY_LABELS[k]}: {run['note']}."
+            if run.get("note")
+            else f"Latency, {LATENCY_LABELS[k]}: not measured ({run.get('error', 'no result')})."
+            for k, run in runs.items()
+        ]
+        return " ".join(parts)
+    spreads, repeats, threads = [], set(), set()
+    for r in records:
+        t = (r.get("measurement") or {}).get("latency")
+        if r.get("kind") == "latency" or not isinstance(t, Mapping):
+            continue
+        p10, p90, median = (scalar(t.get(k)) for k in ("p10_ms", "p90_ms", "median_ms"))
+        if p10 is not None and p90 is not None and median:
+            spreads.append(50.0 * (p90 - p10) / median)
+            repeats.add(t.get("repeats"))
+            threads.add(t.get("threads"))
+    if not spreads:
+        return None
+    runs_text = f"{repeats.pop()} runs" if len(repeats) == 1 else "several runs"
+    n_threads = threads.pop() if len(threads) == 1 else None
+    thread_text = "" if n_threads is None else f", {n_threads} thread{'s' * (n_threads != 1)}"
+    return (
+        f"Latency, PyTorch CPU: median of {runs_text} per model{thread_text}, each model timed "
+        f"on its own, not interleaved; run-to-run spread ±{statistics.median(spreads):.1f}%."
+    )
 
 
 def record_values(record: Mapping[str, Any], base: Mapping[str, Any] | None) -> dict[str, float]:
@@ -191,10 +292,13 @@ def record_values(record: Mapping[str, Any], base: Mapping[str, Any] | None) -> 
 
 def aggregate(records: Sequence[Mapping[str, Any]]) -> tuple[Row | None, list[Row]]:
     """Fold records into the base row and one row per (name, target), in first-seen order."""
+    records = apply_latency(records)
     base_rec = next((r for r in records if r.get("kind") == "base"), None)
     base_row = None
     rows: dict[tuple[str, float], Row] = {}
     for r in records:
+        if r.get("kind") == "latency":
+            continue  # folded into the models' records by apply_latency
         if r.get("kind") == "base":
             if r is not base_rec:
                 continue

@@ -7,7 +7,7 @@ import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from medprune.report.records import Row, metric_columns
+from medprune.report.records import Row, metric_columns, spread_key
 
 
 @dataclass
@@ -37,6 +37,13 @@ def _human(v: float | None, unit: str = "") -> str:
     return f"{v:.0f}{unit}"
 
 
+def _latency(row: Row, key: str) -> str:
+    """Median latency (mean over seeds ± std) and its run-to-run spread: ``"12.34 (±2.1%)"``."""
+    text = _fmt(row.mean(key), row.std(key), digits=2)
+    spread = row.mean(spread_key(key))
+    return text if spread is None or row.mean(key) is None else f"{text} (±{spread:.1f}%)"
+
+
 def results_table(base: Row | None, rows: Sequence[Row], task: str, minority: str | None) -> Table:
     """The methods x targets table (base model first)."""
     metrics = metric_columns(task)
@@ -63,12 +70,12 @@ def results_table(base: Row | None, rows: Sequence[Row], task: str, minority: st
             _fmt(row.mean("params_removed"), row.std("params_removed"), pct=True),
             _human(row.mean("macs")),
             _human(row.mean("params")),
-            _fmt(row.mean("latency_ms"), row.std("latency_ms"), digits=2),
+            _latency(row, "latency_ms"),
         ]
         if has["onnx_latency_ms"]:
-            cells.append(_fmt(row.mean("onnx_latency_ms"), row.std("onnx_latency_ms"), digits=2))
+            cells.append(_latency(row, "onnx_latency_ms"))
         if has["gpu_latency_ms"]:
-            cells.append(_fmt(row.mean("gpu_latency_ms"), row.std("gpu_latency_ms"), digits=2))
+            cells.append(_latency(row, "gpu_latency_ms"))
         cells += [_human(row.mean("peak_memory_bytes"), "B"), _human(row.mean("size_bytes"), "B")]
         cells += [_fmt(row.mean(k), row.std(k)) for k, _ in metrics]
         if minority is not None:
