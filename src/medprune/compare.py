@@ -284,6 +284,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out.append(
             {
                 "name": row.name,
+                "label": row.label,
                 "target": row.target,
                 "kind": row.kind,
                 "seeds": row.seeds,
