@@ -308,3 +308,14 @@ def test_summary_of_a_single_prune_run() -> None:
         "At 40% MACs removed, oneshot (l1) kept pneumonia recall at 0.600 (vs base 0.700)."
     )
     assert summary_markdown(records[:1]).startswith("| Method |")  # base only: no summary
+
+
+def test_summary_warns_when_the_leader_calls_everything_the_rare_class() -> None:
+    records = _grid({("l1", 0.5): [1.0], ("beta_rank", 0.5): [0.6]})
+    for per_class in records[-2]["metrics"]["per_class"][:1]:
+        per_class["recall"] = 0.0  # l1: every image called pneumonia
+    text = _summary(records)
+    assert text.startswith("At 50% MACs removed, oneshot (l1) kept pneumonia recall best (1.000")
+    assert text.endswith(
+        "Caution: oneshot (l1) almost never predicts the other class (normal recall 0.000)."
+    )

@@ -116,30 +116,76 @@ def _budget_sentence(
     if failed:
         tail += f" Failed: {', '.join(failed)}."
     refs = _references(base, control, cls)
-    refs_text = f" {refs}" if refs else ""
+    return (
+        _ranking(opening, ranked, refs, cls, stat, task, support, kind=kind, target=target) + tail
+    )
+
+
+def _ranking(
+    opening: str,
+    ranked: Sequence[Row],
+    refs: str,
+    cls: str,
+    stat: str,
+    task: str,
+    support: int | None,
+    *,
+    kind: str,
+    target: float,
+) -> str:
+    """The sentences of one budget: the leader(s), the runner-up, the noise caveat."""
     if not ranked:
-        return f"{opening}, no run has a {cls} {stat}.{tail}"
+        return f"{opening}, no run has a {cls} {stat}."
     best = ranked[0]
     if len(ranked) == 1:
-        name = _name(best, kind, target)
         refs_text = f" ({refs})" if refs else ""
-        return f"{opening}, {name} kept {cls} {stat} at {_value(best, cls)}{refs_text}.{tail}"
+        return (
+            f"{opening}, {_name(best, kind, target)} kept {cls} {stat} at {_value(best, cls)}"
+            f"{refs_text}.{_collapse([best], cls, task)}"
+        )
+    refs_text = f" {refs}" if refs else ""
     top = f"{best.class_mean(cls):.3f}"
     tied = [r for r in ranked if f"{r.class_mean(cls):.3f}" == top]
     if len(tied) > 1:
         names = _join([_name(r, kind, target) for r in tied])
-        return f"{opening}, {names} tied for the best {cls} {stat} ({top}{refs_text}).{tail}"
+        return (
+            f"{opening}, {names} tied for the best {cls} {stat} ({top}{refs_text})."
+            f"{_collapse(tied, cls, task)}"
+        )
     second = ranked[1]
-    text = (
+    return (
         f"{opening}, {_name(best, kind, target)} kept {cls} {stat} best "
         f"({_value(best, cls)}{refs_text}); {_name(second, kind, target)} was second "
-        f"({_value(second, cls)})."
+        f"({_value(second, cls)}). {_caveat(best, second, cls, task, support)}"
+        f"{_collapse([best], cls, task)}"
     )
-    return f"{text} {_caveat(best, second, cls, task, support)}{tail}"
 
 
 def _join(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+COLLAPSED = 0.05  # another class's recall below this: the model hardly ever predicts it
+
+
+def _collapse(leaders: Sequence[Row], cls: str, task: str) -> str:
+    """A warning when leaders bought their rare-class recall by (almost) never predicting another
+    class (classification only: everything called "pneumonia" gives pneumonia recall 1.0)."""
+    if task == "segmentation":
+        return ""
+    names, lost = [], {}
+    for row in leaders:
+        low = {c: row.class_mean(c) or 0.0 for c in row.per_class if c != cls}
+        low = {c: v for c, v in low.items() if v < COLLAPSED}
+        if low:
+            names.append(row.label)
+            lost.update(low)
+    if not names:
+        return ""
+    if len(names) == 1:
+        what = ", ".join(f"{c} recall {v:.3f}" for c, v in lost.items())
+        return f" Caution: {names[0]} almost never predicts the other class ({what})."
+    return f" Caution: {_join(names)} almost never predict {_join(list(lost))}."
 
 
 def rare_class_summary(
