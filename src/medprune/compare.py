@@ -83,6 +83,7 @@ def run_grid(
     retry_failed: bool = False,
     progress: bool = True,
     on_recorded: Callable[[GridCell, dict[str, Any]], None] | None = None,
+    describe: Callable[[GridCell], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every cell not yet in ``results_path``; return the records of all cells in grid order.
 
@@ -94,6 +95,8 @@ def run_grid(
         retry_failed: rerun cells whose earlier record failed.
         progress: show a progress bar for the grid.
         on_recorded: called with each cell and its record once the record is on disk.
+        describe: keys every record of a cell gets unless it has them (e.g. ``method`` and
+            ``criterion``, so a failed cell's report row still names its method).
     """
     done: dict[str, dict[str, Any]] = {}
     for record in read_jsonl(results_path):
@@ -136,6 +139,8 @@ def run_grid(
                     "time_s": time.perf_counter() - t0,
                 }
             record.update(key=cell.key, name=cell.name, target=cell.target, seed=cell.seed)
+            for k, v in (describe(cell) if describe is not None else {}).items():
+                record.setdefault(k, v)
             record.setdefault("kind", "run")
             record.setdefault("status", "ok")
             append_record(results_path, record)
@@ -194,7 +199,12 @@ def run_compare(
         setup_run,
     )
     from medprune.pipeline.files import environment, write_json
-    from medprune.pipeline.runs import discard_train_state, train_state_dir
+    from medprune.pipeline.runs import (
+        CRITERION_METHODS,
+        discard_train_state,
+        resolve_method,
+        train_state_dir,
+    )
 
     out_dir = Path(out or config.out)
     cc = config.compare
@@ -228,6 +238,14 @@ def run_compare(
         )
         return record
 
+    def describe(cell: GridCell) -> dict[str, Any]:
+        if cell.name == FINETUNE_CONTROL:
+            return {"method": None, "criterion": None}
+        method, criterion = resolve_method(cell.name)
+        if method in CRITERION_METHODS:
+            criterion = criterion or config.prune.criterion
+        return {"method": method, "criterion": criterion}
+
     def recorded(cell: GridCell, record: dict[str, Any]) -> None:
         if record.get("status") == "ok":
             discard_train_state(state_dir(cell))
@@ -239,6 +257,7 @@ def run_compare(
         retry_failed=cc.retry_failed,
         progress=config.progress,
         on_recorded=recorded,
+        describe=describe,
     )
     all_records = [base_rec, *records]
     write_json(out_dir / "summary.json", summarize(all_records))

@@ -319,3 +319,24 @@ def test_summary_warns_when_the_leader_calls_everything_the_rare_class() -> None
     assert text.endswith(
         "Caution: oneshot (l1) almost never predicts the other class (normal recall 0.000)."
     )
+
+
+def test_a_failed_cell_keeps_its_method_label(tmp_path: Path) -> None:
+    from medprune.compare import make_grid, run_grid
+
+    def boom(cell: object) -> dict:
+        raise RuntimeError("engine cannot prune op foo")
+
+    def describe(cell: object) -> dict:
+        return {"method": "oneshot", "criterion": "l1"}
+
+    cells = make_grid(["l1"], [0.5], [0])
+    records = run_grid(cells, boom, tmp_path / "r.jsonl", progress=False, describe=describe)
+    base = _clf("base", "unpruned", 0.0, 0, 0.7)
+    _, (row,) = aggregate([base, *records])
+    assert row.label == "oneshot (l1)" and row.failed == [
+        "RuntimeError: engine cannot prune op foo"
+    ]
+    assert _summary([base, *records]) == (
+        "At 50% MACs removed, no run has a pneumonia recall. Failed: oneshot (l1)."
+    )
