@@ -196,7 +196,13 @@ def is_masked(record: Mapping[str, Any]) -> bool:
 
 @dataclass
 class Row:
-    """One line of the comparison table: a (name, target) cell averaged over seeds."""
+    """One line of the comparison table: a (name, target) cell averaged over seeds.
+
+    ``name`` is the grid name (``"beta_rank"``), ``label`` the Method column
+    (:func:`method_label`: ``"oneshot (beta_rank)"``); ``target_kind`` what ``target`` is a
+    fraction of; ``masked`` marks unstructured runs (dense MACs / params); ``per_class`` holds one
+    figure per seed, ``class_sd`` (segmentation) the per-image Dice spread of each seed.
+    """
 
     name: str
     target: float
@@ -212,6 +218,9 @@ class Row:
     failed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name
+
     def mean(self, key: str) -> float | None:
         v = self.values.get(key) or []
         return statistics.fmean(v) if v else None
@@ -219,9 +228,6 @@ class Row:
     def std(self, key: str) -> float | None:
         v = self.values.get(key) or []
         return statistics.pstdev(v) if len(v) > 1 else None
-
-    def __post_init__(self) -> None:
-        self.label = self.label or self.name
 
     def class_mean(self, cls: str) -> float | None:
         v = self.per_class.get(cls) or []
