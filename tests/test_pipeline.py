@@ -121,7 +121,7 @@ def test_run_prune_writes_a_replayable_run_folder(tmp_path: Path) -> None:
     assert channel_counts(pruned) == run["pruned"]["channels"]
     assert sum(channel_counts(pruned).values()) < sum(run["base"]["channels"].values())
     report = (tmp_path / "report.md").read_text()
-    assert "| l1 | 40% |" in report and "medprune prune --criterion l1" in report
+    assert "| oneshot (l1) | 40% |" in report and "medprune prune --criterion l1" in report
     (latency,) = saved["latency"]  # base and pruned model timed interleaved, + an A/A copy
     assert sorted(latency["models"]) == ["base", "l1@0.4#0"] and latency["noise"]["models"] == 3
     got = saved["pruned"]["measurement"]["latency_ms"]

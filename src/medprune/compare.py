@@ -89,6 +89,7 @@ def run_grid(
     retry_failed: bool = False,
     progress: bool = True,
     on_recorded: Callable[[GridCell, dict[str, Any]], None] | None = None,
+    describe: Callable[[GridCell], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every cell not yet in ``results_path``; return the records of all cells in grid order.
 
@@ -100,6 +101,8 @@ def run_grid(
         retry_failed: rerun cells whose earlier record failed.
         progress: show a progress bar for the grid.
         on_recorded: called with each cell and its record once the record is on disk.
+        describe: keys every record of a cell gets unless it has them (e.g. ``method`` and
+            ``criterion``, so a failed cell's report row still names its method).
     """
     done: dict[str, dict[str, Any]] = {}
     for record in read_jsonl(results_path):
@@ -142,6 +145,8 @@ def run_grid(
                     "time_s": time.perf_counter() - t0,
                 }
             record.update(key=cell.key, name=cell.name, target=cell.target, seed=cell.seed)
+            for k, v in (describe(cell) if describe is not None else {}).items():
+                record.setdefault(k, v)
             record.setdefault("kind", "run")
             record.setdefault("status", "ok")
             append_record(results_path, record)
@@ -216,7 +221,13 @@ def run_compare(
     from medprune.pipeline.files import environment, save_model, write_json
     from medprune.pipeline.folders import choose_out_dir
     from medprune.pipeline.latency import latency_pass
-    from medprune.pipeline.runs import discard_train_state, finetune_run, train_state_dir
+    from medprune.pipeline.runs import (
+        CRITERION_METHODS,
+        discard_train_state,
+        finetune_run,
+        resolve_method,
+        train_state_dir,
+    )
 
     cc = config.compare
     _check_names(cc.methods)
@@ -273,6 +284,14 @@ def run_compare(
         models[cell.key] = model
         return record
 
+    def describe(cell: GridCell) -> dict[str, Any]:
+        if cell.name == FINETUNE_CONTROL:
+            return {"method": None, "criterion": None}
+        method, criterion = resolve_method(cell.name)
+        if method in CRITERION_METHODS:
+            criterion = criterion or config.prune.criterion
+        return {"method": method, "criterion": criterion}
+
     def recorded(cell: GridCell, record: dict[str, Any]) -> None:
         if record.get("status") == "ok":
             discard_train_state(state_dir(cell))
@@ -284,6 +303,7 @@ def run_compare(
         retry_failed=cc.retry_failed,
         progress=config.progress,
         on_recorded=recorded,
+        describe=describe,
     )
     latency = latency_pass(setup, _grid_models(out_dir, base, cells, records, models))
     for latency_record in latency:
@@ -369,6 +389,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out.append(
             {
                 "name": row.name,
+                "label": row.label,
                 "target": row.target,
                 "kind": row.kind,
                 "seeds": row.seeds,

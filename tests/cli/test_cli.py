@@ -96,10 +96,12 @@ def test_train_then_eval_measure_export(tmp_path: Path, capsys: pytest.CaptureFi
     assert "Minority recall" in capsys.readouterr().out
     metrics_path = tmp_path / "eval.json"
     assert main(["eval", str(out / "model.pt"), *small, "--json", str(metrics_path)]) == 0
-    evaluated = json.loads(metrics_path.read_text())["metrics"]
+    eval_json = json.loads(metrics_path.read_text())
+    evaluated = eval_json["metrics"]
     assert evaluated["balanced_accuracy"] == pytest.approx(
         run["base"]["metrics"]["balanced_accuracy"]
     )
+    assert eval_json["measurement"]["macs"] == run["base"]["measurement"]["macs"]  # MACs cell
     assert main(["measure", str(out / "model.pt"), "--repeats", "1", "--warmup", "0"]) == 0
     assert "16x16" in capsys.readouterr().out.split("input shape")[1].splitlines()[0]
     assert main(["export", str(out / "model.pt"), "--format", "onnx"]) == 0

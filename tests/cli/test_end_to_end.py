@@ -17,7 +17,7 @@ def test_demo_fast_writes_the_full_report(
     out = tmp_path / "demo"
     assert main(["demo", "--fast", "--out", str(out), "--no-progress"]) == 0
     stdout = capsys.readouterr().out
-    assert "| unpruned |" in stdout and "demo finished" in stdout
+    assert "| base (unpruned) |" in stdout and "demo finished" in stdout
     records = read_jsonl(out / "results.jsonl")
     assert records[0]["kind"] == "base"
     runs = [r for r in records if r["kind"] == "run"]
@@ -30,7 +30,8 @@ def test_demo_fast_writes_the_full_report(
         assert 0.4 <= r["summary"]["macs_removed"] <= 0.6  # the 50% MACs budget was met
         assert r["measurement"]["macs"] < records[0]["measurement"]["macs"]
     md = (out / "report.md").read_text()
-    assert "| l1 | 50% |" in md and "| beta_rank | 50% |" in md and "medprune demo --fast" in md
+    assert "| oneshot (l1) | 50% |" in md and "| oneshot (beta_rank) | 50% |" in md
+    assert "medprune demo --fast" in md and "## Summary" in md
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4
 

@@ -92,7 +92,7 @@ def test_markdown_table_rows(tmp_path: Path, records: list[dict]) -> None:
     rows = [line for line in md.splitlines() if line.startswith("| ")]
     results = [r for r in rows if r.split("|")[2].strip() in ("—", "50%")]
     names = [r.split("|")[1].strip() for r in results]
-    assert names[:4] == ["unpruned", "l1", "beta_rank", "sfp"]
+    assert names[:4] == ["base (unpruned)", "l1", "beta_rank", "sfp"]
     l1 = next(r for r in results if r.startswith("| l1 |"))
     assert "49.5% ± 0.5" in l1 and "0.840 ± 0.010" in l1 and "| 0.600 |" in l1
     assert "Minority recall (malignant)" in md
@@ -153,11 +153,11 @@ def test_html_renders_in_headless_chromium(tmp_path: Path, records: list[dict]) 
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
     probe_div = re.search(r'<div id="probe" data-rows="(\d+)" data-images="(\d+)"', dom)
     assert probe_div is not None, dom[-2000:]
-    assert int(probe_div.group(1)) == 4  # unpruned, l1, beta_rank, sfp
+    assert int(probe_div.group(1)) == 4  # base (unpruned), l1, beta_rank, sfp
     assert int(probe_div.group(2)) == 4
     widths = [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
     assert len(widths) == 4 and all(w > 100 for w in widths)  # every image decoded
-    for name in ("unpruned", "l1", "beta_rank", "sfp"):
+    for name in ("base (unpruned)", "l1", "beta_rank", "sfp"):
         assert f"<td>{name}</td>" in dom
 
 

@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medprune.measure import count_macs, count_params
     from medprune.pipeline import evaluate_model, load_model, setup_run, write_json
     from medprune.report import summary_markdown
 
@@ -38,12 +39,15 @@ def run(args: argparse.Namespace) -> int:
         fallback_kwargs=setup.model_kwargs,
     )
     metrics = evaluate_model(setup, model, args.split)
+    example = setup.example_inputs.cpu()
+    measurement = {"macs": count_macs(model.cpu(), example), "params": count_params(model)}
     record = {
         "kind": "base",
         "name": str(args.checkpoint),
         "task": setup.task_kind,
         "class_names": setup.class_names,
         "metrics": metrics,
+        "measurement": measurement,  # the report's MACs / Params cells (no latency here)
     }
     echo(summary_markdown([record]))
     if args.json is not None:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from medprune.data.medmnist_labels import medmnist_class_names
 from medprune.errors import ConfigError, DataError
 from medprune.typing import PathLike
 
@@ -187,7 +188,9 @@ def load_medmnist(
             keeps the stored size.
         num_classes: number of classes; ``None`` infers ``max label + 1`` over every split in the
             file (so a split that lacks a class still reports the full count).
-        class_names: optional names, one per class.
+        class_names: names, one per class; ``None`` takes the official MedMNIST names when the
+            file name is a MedMNIST set (``pneumoniamnist.npz`` -> ``normal``, ``pneumonia``;
+            see :mod:`medprune.data.medmnist_labels`), else ``"0"``, ``"1"``, ...
 
     Returns:
         An :class:`ArrayDataset` with items ``(image float32 (C, H, W) in [0, 1], label int64)``.
@@ -222,6 +225,8 @@ def load_medmnist(
         )
     if image_size is not None:
         images_t = resize_images(images_t, parse_image_size(image_size, images_t.ndim - 2))
+    if class_names is None:
+        class_names = medmnist_class_names(path, num_classes)
     logger.debug("loaded %s split %s: images %s", path, split, tuple(images_t.shape))
     return ArrayDataset(images_t, labels_t, num_classes=num_classes, class_names=class_names)
 

@@ -51,6 +51,23 @@ def read_split_file(path: Path) -> list[str]:
     return ids
 
 
+KVASIR_MARKER = "kavsir_bboxes.json"  # the official Kvasir-SEG box file (its own spelling)
+
+
+def default_class_names(root: Path, class_names: Sequence[str] | None) -> tuple[str, ...]:
+    """``class_names`` checked (two names), or the folder's default (see SegmentationFolder)."""
+    if class_names is None:
+        is_kvasir = (root / KVASIR_MARKER).is_file()
+        return ("background", "polyp") if is_kvasir else ("background", "foreground")
+    names = tuple(str(n) for n in class_names)
+    if len(names) != 2:
+        raise ConfigError(
+            f"class_names of a segmentation folder must be two names (background, foreground); "
+            f"got {list(class_names)!r}."
+        )
+    return names
+
+
 class SegmentationFolder(Dataset):
     """Image + mask pairs from ``root/images`` and ``root/masks`` (binary masks).
 
@@ -64,6 +81,9 @@ class SegmentationFolder(Dataset):
         image_size: ``(H, W)`` (or one int) every pair is resized to.
         ids: explicit image ids (overrides ``split``).
         cache: keep decoded arrays in memory.
+        class_names: ``(background name, foreground name)``; ``None`` gives
+            ``("background", "polyp")`` for a Kvasir-SEG folder (it holds the official
+            ``kavsir_bboxes.json``), else ``("background", "foreground")``.
 
     Items are ``(image float32 (3, H, W) in [0, 1], mask int64 (H, W) in {0, 1})``.
 
@@ -75,7 +95,6 @@ class SegmentationFolder(Dataset):
     in_channels = 3
     spatial_dims = 2
     task = "segmentation"
-    class_names = ("background", "foreground")
     labels = None
 
     def __init__(
@@ -86,8 +105,10 @@ class SegmentationFolder(Dataset):
         image_size: int | Sequence[int] = (256, 256),
         ids: Sequence[str] | None = None,
         cache: bool = True,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         self.root = Path(root)
+        self.class_names: tuple[str, ...] = default_class_names(self.root, class_names)
         self.image_size: tuple[int, ...] = parse_image_size(image_size, 2)
         self.cache = cache
         if not self.root.is_dir():

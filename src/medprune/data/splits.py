@@ -200,7 +200,13 @@ def _medmnist(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
 
 @_kind(
     "segmentation_folder",
-    {"path": _REQUIRED, "image_size": 256, "val_fraction": 0.2, "test_fraction": 0.2},
+    {
+        "path": _REQUIRED,
+        "image_size": 256,
+        "val_fraction": 0.2,
+        "test_fraction": 0.2,
+        "class_names": None,
+    },
 )
 def _segmentation_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     root = resolve_data_path(o["path"])
@@ -209,7 +215,7 @@ def _segmentation_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Datase
     lists = {s: root / f"{s}.txt" for s in ("train", "val", "test")}
 
     def folder(ids: Sequence[str] | None) -> SegmentationFolder:
-        return SegmentationFolder(root, image_size=size, ids=ids)
+        return SegmentationFolder(root, image_size=size, ids=ids, class_names=o["class_names"])
 
     if all(p.is_file() for p in lists.values()):
         return tuple(folder(read_split_file(p)) for p in lists.values())  # type: ignore[return-value]

@@ -205,6 +205,8 @@ def run_record(
     result = prune_model(setup, base, name, target, seed=seed, checkpoint_dir=checkpoint_dir)
     prune_s = time.perf_counter() - t0
     summary = {k: v for k, v in result.summary.items() if isinstance(v, (int, float, str, bool))}
+    if method_name in CRITERION_METHODS and isinstance(summary.get("criterion"), str):
+        criterion = summary["criterion"]  # what ran (per-method options may name another)
     record = {
         "kind": "run",
         "name": name,
@@ -222,6 +224,8 @@ def run_record(
         "channels": channel_counts(result.model),
         "prune_time_s": prune_s,
     }
+    if method_name in UNSTRUCTURED_METHODS:
+        record["masked"] = True  # weights zeroed in place: measured MACs / params are dense
     if note:
         record["note"] = note
     record["time_s"] = time.perf_counter() - t0

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medprune.report.findings import rare_class_summary
 from medprune.report.records import (
     Row,
     aggregate,
     apply_latency,
     latency_note,
+    method_label,
     metric_columns,
     minority_class,
     per_class,
@@ -77,11 +79,15 @@ def _plots(base: Row | None, rows: Sequence[Row], task: str) -> dict[str, tuple[
 
 
 def summary_markdown(records: Sequence[Mapping[str, Any]]) -> str:
-    """The results and per-class tables of ``records`` as Markdown (for the terminal)."""
+    """The rare-class summary, results and per-class tables of ``records`` as Markdown (for the
+    terminal)."""
     task = task_of(records)
     base, rows = aggregate(records)
-    minority = minority_class(next((r for r in records if r.get("kind") == "base"), None))
-    parts = [md_table(results_table(base, rows, task, minority))]
+    base_rec = next((r for r in records if r.get("kind") == "base"), None)
+    minority = minority_class(base_rec)
+    summary = rare_class_summary(base_rec, base, rows, task, minority)
+    parts = [summary] if summary else []
+    parts.append(md_table(results_table(base, rows, task, minority)))
     note = latency_note(records)
     if note:
         parts.append(note)
@@ -109,7 +115,8 @@ def write_report(
         title: page title.
         command: the command line that reproduces the report.
         config_yaml: the resolved config text.
-        notes: extra (heading, paragraph) sections placed before the tables.
+        notes: extra (heading, paragraph) sections placed before the tables (after the
+            "Summary" paragraph: per budget, the method that kept the rare class best).
         plots: draw the plots (matplotlib).
 
     Returns:
@@ -119,8 +126,11 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     task = task_of(records)
     base, rows = aggregate(records)
-    minority = minority_class(next((r for r in records if r.get("kind") == "base"), None))
-    sections: list[tuple[str, Table | str]] = list(notes)
+    base_rec = next((r for r in records if r.get("kind") == "base"), None)
+    minority = minority_class(base_rec)
+    summary = rare_class_summary(base_rec, base, rows, task, minority)
+    sections: list[tuple[str, Table | str]] = [("Summary", summary)] if summary else []
+    sections += list(notes)
     sections.append(("Results", results_table(base, rows, task, minority)))
     note = latency_note(records)
     if note:
@@ -163,9 +173,11 @@ __all__ = [
     "aggregate",
     "apply_latency",
     "latency_note",
+    "method_label",
     "metric_columns",
     "minority_class",
     "per_class",
+    "rare_class_summary",
     "read_jsonl",
     "record_id",
     "record_values",

@@ -38,15 +38,15 @@ def _by_name(rows: Sequence[Row]) -> dict[str, list[Row]]:
 def metric_vs_macs(base: Row | None, rows: Sequence[Row], metric: str, title: str) -> bytes:
     """Task metric (mean ± std over seeds) against the percentage of MACs removed."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, line in _by_name(rows).items():
+    for line in _by_name(rows).values():
         xs = [100 * (r.mean("macs_removed") or 0.0) for r in line]
         ys = [r.mean(metric) for r in line]
         errs = [r.std(metric) or 0.0 for r in line]
         if all(y is None for y in ys):
             continue
-        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=name)
+        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=line[0].label)
     if base is not None and base.mean(metric) is not None:
-        ax.axhline(base.mean(metric), color="black", linestyle="--", label="unpruned")
+        ax.axhline(base.mean(metric), color="black", linestyle="--", label=base.label)
         ax.plot([0], [base.mean(metric)], "ks")
     ax.set_xlabel("MACs removed (%)")
     ax.set_ylabel(title)
@@ -61,12 +61,12 @@ def latency_vs_macs(base: Row | None, rows: Sequence[Row]) -> bytes:
     MACs removed; the unpruned model in black."""
     backends = (("latency_ms", "-", "o", "PyTorch"), ("onnx_latency_ms", "--", "^", "ONNX Runtime"))
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, (name, line) in enumerate(_by_name(rows).items()):
+    for i, line in enumerate(_by_name(rows).values()):
         xs = [100 * (r.mean("macs_removed") or 0.0) for r in line]
         for j, (key, style, marker, _) in enumerate(backends):
             ys = [r.mean(key) for r in line]
             if any(y is not None for y in ys):
-                label = name if j == 0 else "_nolegend_"
+                label = line[0].label if j == 0 else "_nolegend_"
                 ax.plot(xs, ys, style, marker=marker, color=f"C{i % 10}", label=label)
     for key, style, marker, backend in backends:
         if base is not None and base.mean(key) is not None:
@@ -77,7 +77,7 @@ def latency_vs_macs(base: Row | None, rows: Sequence[Row]) -> bytes:
                 marker=marker,
                 color="black",
                 ls="",
-                label=f"unpruned ({backend})",
+                label=f"{base.label} ({backend})",
             )
     ax.set_xlabel("MACs removed (%)")
     ax.set_ylabel("latency (ms)")
@@ -104,7 +104,7 @@ def channels_kept(base: Row | None, rows: Sequence[Row]) -> bytes:
             full = base.channels.get(layer) if base is not None else None
             kept = row.channels.get(layer)
             ys.append(kept / full if kept is not None and full else float("nan"))
-        ax.plot(range(len(layers)), ys, marker=".", label=f"{row.name} @{row.target:.0%}")
+        ax.plot(range(len(layers)), ys, marker=".", label=f"{row.label} @{row.target:.0%}")
     ax.set_xticks(range(len(layers)))
     ax.set_xticklabels(layers, rotation=70, ha="right", fontsize=6)
     ax.set_ylim(0, 1.05)
@@ -127,7 +127,7 @@ def per_class_change(base: Row | None, rows: Sequence[Row], stat: str = "recall"
             now, ref = row.class_mean(cls), base.class_mean(cls) if base is not None else None
             deltas.append(100 * (now - ref) if now is not None and ref is not None else 0.0)
         xs = [c + (i - (len(runs) - 1) / 2) * width for c in range(len(classes))]
-        ax.bar(xs, deltas, width=width, label=f"{row.name} @{row.target:.0%}")
+        ax.bar(xs, deltas, width=width, label=f"{row.label} @{row.target:.0%}")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(range(len(classes)))
     ax.set_xticklabels(classes)

@@ -5,6 +5,7 @@ pruning run (``"kind": "run"``). Keys (all optional except ``kind`` and ``name``
 
     {"kind": "run", "name": "beta_rank", "method": "oneshot", "criterion": "beta_rank",
      "target_kind": "macs", "target": 0.5, "seed": 0, "status": "ok" | "failed", "error": "...",
+     "masked": true (unstructured weights zeroed: measured MACs / params are dense),
      "task": "classification" | "segmentation", "class_names": ["normal", "pneumonia"],
      "metrics": {... medprune.tasks.evaluate() ...}, "measurement": {... Measurement.to_dict() ...},
      "summary": {"macs_removed": 0.49, "params_removed": 0.61, ...},
@@ -64,8 +65,14 @@ def scalar(value: Any) -> float | None:
 
 
 def _label(key: Any, names: Sequence[Any]) -> str:
+    """Name of class ``key``: ``names[key]``, or ``"class k"`` when unnamed (no names, or the
+    default names ``"0"``, ``"1"``, ... datasets give when they know none)."""
     label = str(key)
-    return str(names[int(label)]) if label.isdigit() and int(label) < len(names) else label
+    if not label.isdigit():
+        return label
+    index = int(label)
+    name = str(names[index]) if index < len(names) else label
+    return f"class {index}" if name == label else name
 
 
 def per_class(record: Mapping[str, Any], stat: str = "recall") -> dict[str, float]:
@@ -127,19 +134,96 @@ def minority_class(base: Mapping[str, Any] | None) -> str | None:
     return list(figures)[-1]
 
 
+def class_support(record: Mapping[str, Any] | None, cls: str) -> int | None:
+    """Test-set size behind class ``cls``'s figure in ``record``: images of that class
+    (classification ``per_class[k]["support"]``) or images where it occurs (segmentation
+    ``n_images_per_class``); None if the record does not say."""
+    metrics = (record or {}).get("metrics") or {}
+    names = list((record or {}).get("class_names") or [])
+    if metrics.get("dice_per_class") is not None:
+        counts = metrics.get("n_images_per_class") or []
+        classes = metrics.get("foreground_classes") or list(range(1, len(counts) + 1))
+        found = [n for c, n in zip(classes, counts, strict=False) if _label(c, names) == cls]
+        return int(found[0]) if found else None
+    table = metrics.get("per_class")
+    items = table.items() if isinstance(table, Mapping) else enumerate(table or [])
+    for key, entry in items:
+        if isinstance(entry, Mapping) and _label(entry.get("class", key), names) == cls:
+            v = scalar(entry.get("support"))
+            return int(v) if v is not None else None
+    return None
+
+
+def class_spread(record: Mapping[str, Any] | None, cls: str) -> float | None:
+    """Per-image standard deviation of segmentation class ``cls``'s Dice (None otherwise)."""
+    metrics = (record or {}).get("metrics") or {}
+    names = list((record or {}).get("class_names") or [])
+    spread = metrics.get("dice_std_per_class")
+    if spread is None:
+        return None
+    classes = metrics.get("foreground_classes") or list(range(1, len(spread) + 1))
+    for c, v in zip(classes, spread, strict=False):
+        if _label(c, names) == cls:
+            return scalar(v)
+    return None
+
+
+CONTROL_NAME = "finetune_only"
+CRITERION_METHODS = ("oneshot", "iterative")
+
+
+def method_label(record: Mapping[str, Any]) -> str:
+    """The Method column of one record, as a user names the method.
+
+    ``"base (unpruned)"`` for the unpruned model, ``"finetune_only (control)"``, ``"oneshot (l1)"``
+    / ``"iterative (taylor)"`` for criterion-driven methods, the method itself otherwise
+    (``"sfp"``, ``"sauron"``, ``"lottery"``). Records without a ``method`` (hand-made, old) keep
+    their ``name``.
+    """
+    name = str(record.get("name") or "?")
+    if record.get("kind") == "base":
+        return "base (unpruned)" if name == "unpruned" else name
+    if name == CONTROL_NAME:
+        return f"{CONTROL_NAME} (control)"
+    method, criterion = record.get("method"), record.get("criterion")
+    if not method:
+        return name
+    if method in CRITERION_METHODS and criterion:
+        return f"{method} ({criterion})"
+    return str(method)
+
+
+def is_masked(record: Mapping[str, Any]) -> bool:
+    """True for unstructured (mask) runs: their measured MACs and params are the dense ones."""
+    return bool(record.get("masked")) or record.get("method") == "lottery"
+
+
 @dataclass
 class Row:
-    """One line of the comparison table: a (name, target) cell averaged over seeds."""
+    """One line of the comparison table: a (name, target) cell averaged over seeds.
+
+    ``name`` is the grid name (``"beta_rank"``), ``label`` the Method column
+    (:func:`method_label`: ``"oneshot (beta_rank)"``); ``target_kind`` what ``target`` is a
+    fraction of; ``masked`` marks unstructured runs (dense MACs / params); ``per_class`` holds one
+    figure per seed, ``class_sd`` (segmentation) the per-image Dice spread of each seed.
+    """
 
     name: str
     target: float
     kind: str = "run"
+    label: str = ""
+    target_kind: str = "macs"
+    masked: bool = False
     seeds: list[int] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=dict)
     per_class: dict[str, list[float]] = field(default_factory=dict)
+    class_sd: dict[str, list[float]] = field(default_factory=dict)  # per-image Dice spread
     channels: dict[str, int] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name
 
     def mean(self, key: str) -> float | None:
         v = self.values.get(key) or []
@@ -152,6 +236,11 @@ class Row:
     def class_mean(self, cls: str) -> float | None:
         v = self.per_class.get(cls) or []
         return statistics.fmean(v) if v else None
+
+    def class_std(self, cls: str) -> float | None:
+        """Population std over seeds of class ``cls``'s figure (None with fewer than 2)."""
+        v = self.per_class.get(cls) or []
+        return statistics.pstdev(v) if len(v) > 1 else None
 
 
 MEASURE_KEYS = (
@@ -266,16 +355,26 @@ def record_values(record: Mapping[str, Any], base: Mapping[str, Any] | None) -> 
     """The numeric figures of one record (measurements, metrics, fractions removed)."""
     out: dict[str, float] = {}
     measurement = record.get("measurement") or {}
+    summary = record.get("summary") or {}
     for key in MEASURE_KEYS:
         v = scalar(measurement.get(key))
         if v is not None:
+            out[key] = v
+    # no measurement (older or hand-made records): the method's own count of the final model;
+    # a masked run's params_after counts nonzero weights, so its dense count is params_before
+    after = {
+        "macs": "macs_after",
+        "params": "params_before" if is_masked(record) else "params_after",
+    }
+    for key, source in after.items():
+        v = scalar(summary.get(source))
+        if key not in out and v is not None:
             out[key] = v
     metrics = record.get("metrics") or {}
     for key, _ in CLASSIFICATION_METRICS + SEGMENTATION_METRICS:
         v = scalar(metrics.get(key))
         if v is not None:
             out[key] = v
-    summary = record.get("summary") or {}
     base_m = (base or {}).get("measurement") or {}
     for key in ("macs", "params"):
         removed = scalar(summary.get(f"{key}_removed"))
@@ -302,10 +401,15 @@ def aggregate(records: Sequence[Mapping[str, Any]]) -> tuple[Row | None, list[Ro
         if r.get("kind") == "base":
             if r is not base_rec:
                 continue
-            row = base_row = Row(name=str(r.get("name") or "unpruned"), target=0.0, kind="base")
+            name = str(r.get("name") or "unpruned")
+            row = base_row = Row(name=name, target=0.0, kind="base", label=method_label(r))
         else:
             key = (str(r.get("name", "?")), float(r.get("target") or 0.0))
             row = rows.setdefault(key, Row(name=key[0], target=key[1]))
+            if r.get("status", "ok") == "ok" or row.label == row.name:
+                row.label = method_label(r)  # a failed record may lack the method
+            row.target_kind = str(r.get("target_kind") or row.target_kind)
+            row.masked = row.masked or is_masked(r)
         if r.get("status", "ok") != "ok":
             row.failed.append(str(r.get("error") or "failed"))
             continue
@@ -316,9 +420,25 @@ def aggregate(records: Sequence[Mapping[str, Any]]) -> tuple[Row | None, list[Ro
             row.values.setdefault(k, []).append(v)
         for cls, v in per_class(r).items():
             row.per_class.setdefault(cls, []).append(v)
+            sd = class_spread(r, cls)
+            if sd is not None:
+                row.class_sd.setdefault(cls, []).append(sd)
         if not row.channels and r.get("channels"):
             row.channels = {str(k): int(v) for k, v in dict(r["channels"]).items()}
-    return base_row, list(rows.values())
+    out = list(rows.values())
+    _disambiguate(out)
+    return base_row, out
+
+
+def _disambiguate(rows: Sequence[Row]) -> None:
+    """Two grid names with one label (``oneshot`` and ``l1`` under ``prune.criterion: l1``)
+    get their grid name appended, so every table row stays identifiable."""
+    names: dict[str, set[str]] = {}
+    for row in rows:
+        names.setdefault(row.label, set()).add(row.name)
+    for row in rows:
+        if len(names[row.label]) > 1 and row.label != row.name:
+            row.label = f"{row.label} [{row.name}]"
 
 
 def read_jsonl(path: PathLike) -> list[dict[str, Any]]:

@@ -63,13 +63,15 @@ def results_table(base: Row | None, rows: Sequence[Row], task: str, minority: st
     headers += ["Seeds", "Status"]
     table = Table(headers)
     for row in all_rows:
+        dense = " (dense)" if row.masked else ""  # masks zero weights: nothing removed from MACs
         cells = [
-            row.name,
+            row.label,
             "—" if row.kind == "base" else f"{row.target:.0%}",
-            _fmt(row.mean("macs_removed"), row.std("macs_removed"), pct=True),
-            _fmt(row.mean("params_removed"), row.std("params_removed"), pct=True),
-            _human(row.mean("macs")),
-            _human(row.mean("params")),
+            _fmt(row.mean("macs_removed"), row.std("macs_removed"), pct=True) + dense,
+            _fmt(row.mean("params_removed"), row.std("params_removed"), pct=True)
+            + (" (nonzero)" if row.masked else ""),
+            _human(row.mean("macs")) + dense,
+            _human(row.mean("params")) + dense,
             _latency(row, "latency_ms"),
         ]
         if has["onnx_latency_ms"]:
@@ -94,9 +96,9 @@ def per_class_table(base: Row | None, rows: Sequence[Row], task: str) -> Table |
         return None
     classes = list(base.per_class)
     table = Table(["Method", "Target", *classes])
-    table.rows.append([base.name, "—", *(_fmt(base.class_mean(c)) for c in classes)])
+    table.rows.append([base.label, "—", *(_fmt(base.class_mean(c)) for c in classes)])
     for row in rows:
-        cells = [row.name, f"{row.target:.0%}"]
+        cells = [row.label, f"{row.target:.0%}"]
         for c in classes:
             now, ref = row.class_mean(c), base.class_mean(c)
             delta = f" ({100 * (now - ref):+.1f})" if now is not None and ref is not None else ""

@@ -180,7 +180,9 @@ class SegmentationMeter:
       hallucinated structure is penalised with a finite number. ``hd95_empty_penalised`` counts
       those cases.
 
-    Also reported: ``dice_pooled_per_class``, Dice from the true / false positives and false
+    Also reported: ``dice_std_per_class``, the spread of the per-image Dice (with
+    ``n_images_per_class`` it gives the standard error a report quotes);
+    ``dice_pooled_per_class``, Dice from the true / false positives and false
     negatives pooled over all images. Classes never seen in any image give None.
 
     Pixel-level figures, pooled over all evaluated images and shaped like the classification
@@ -330,6 +332,7 @@ class SegmentationMeter:
             "hd95": _nanmean(hd) if self.hd95 else None,
             "foreground_classes": list(range(1, self.num_classes)),
             "dice_per_class": clean(dice),
+            "dice_std_per_class": clean([float(np.std(v)) if v else math.nan for v in self.dice]),
             "iou_per_class": clean(iou),
             "hd95_per_class": clean(hd) if self.hd95 else None,
             "dice_pooled_per_class": clean(pooled),
