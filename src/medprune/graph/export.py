@@ -22,6 +22,7 @@ engine only reads the graph). Neither changes the graph, its shapes or its modul
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from medprune.errors import TraceError
+from medprune.measure.input_size import input_size_error
 
 __all__ = [
     "ExportedGraph",
@@ -141,6 +143,23 @@ def _model_attributes_kept(model: nn.Module) -> Iterator[None]:
                     target.update(items)
 
 
+_SIZE_ERRORS = (RuntimeError, ValueError, IndexError)
+
+
+@contextlib.contextmanager
+def _quiet_fake_tensor_log() -> Iterator[None]:
+    """Silence fake-tensor's log of a failing op during tracing: the error itself propagates
+    (and is reported by :class:`TraceError` or the input-size error), so the log only repeats
+    its traceback, 40+ lines on stderr."""
+    log = logging.getLogger("torch._subclasses.fake_tensor")
+    old = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
+
+
 def _export(model: nn.Module, args: tuple[Any, ...]) -> torch.export.ExportedProgram:
     shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
     hint = (
@@ -149,12 +168,16 @@ def _export(model: nn.Module, args: tuple[Any, ...]) -> torch.export.ExportedPro
         "the offending module to ignore=[...]."
     )
     try:
-        return torch.export.export(model, args, strict=False)
+        with _quiet_fake_tensor_log():
+            return torch.export.export(model, args, strict=False)
     except Exception as e:  # noqa: BLE001 - any tracing failure is reported as TraceError
         first = e
     try:  # does the model itself run on this input? then only tracing failed
         model(*args)
     except Exception as e:  # noqa: BLE001
+        size_error = input_size_error(model, args, e) if isinstance(e, _SIZE_ERRORS) else None
+        if size_error is not None:
+            raise size_error from None
         raise TraceError(
             f"{type(model).__name__} fails on example inputs {shapes}: {type(e).__name__}: "
             f"{_first_line(e)}{hint}"
