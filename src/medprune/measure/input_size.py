@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 #: Largest probed side: 2D inputs, 3D inputs (each probe is one batch-1 forward on zeros).
 MAX_SIDE_2D, MAX_SIDE_3D = 1024, 256
+#: Probing stops at ``4 * max(S)`` (a power of two), but not below these sides, so a model that
+#: fails for another reason costs a few small forwards, not one on a 256^3 volume.
+MIN_CAP_2D, MIN_CAP_3D = 256, 64
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "not enough memory")
 
 
@@ -90,7 +93,8 @@ def probe_input_size(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Size
 
     Returns:
         A :class:`SizeProbe`, or None when the inputs cannot be probed, the first convolution
-        expects another channel count, or no probed size runs (the size is not the cause).
+        expects another channel count, or no probed size runs (the size is not the cause). Sides
+        are probed up to ``4 * max(S)`` (at least 256 in 2D / 64 in 3D, at most 1024 / 256).
     """
     if len(inputs) != 1 or not isinstance(inputs[0], torch.Tensor):
         return None
@@ -98,7 +102,8 @@ def probe_input_size(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Size
     if x.dim() not in (4, 5) or not x.is_floating_point() or _channel_mismatch(model, x):
         return None
     given = tuple(int(s) for s in x.shape[2:])
-    cap = MAX_SIDE_2D if x.dim() == 4 else MAX_SIDE_3D
+    hard, floor = (MAX_SIDE_2D, MIN_CAP_2D) if x.dim() == 4 else (MAX_SIDE_3D, MIN_CAP_3D)
+    cap = min(hard, max(floor, 1 << (4 * max(given) - 1).bit_length()))
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
