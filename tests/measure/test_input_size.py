@@ -79,6 +79,17 @@ def test_build_graph_and_prune_on_8x8_raise_the_same_error(entry: str) -> None:
     assert info.value.__cause__ is None
 
 
+@pytest.mark.parametrize("criterion", ["taylor", "beta_rank"])
+def test_calibration_batches_too_small_for_the_model_are_the_same_error(criterion: str) -> None:
+    images, labels = torch.randn(4, 1, 8, 8), torch.zeros(4, 1, 8, 8)
+    with pytest.raises(ShapeMismatchError, match=r"\(8, 8\) is too small for UNet") as info:
+        medprune.prune(
+            _unet(), torch.randn(1, 1, 32, 32), criterion=criterion, target_macs=0.3,
+            calibration=[(images, labels)],
+        )  # fmt: skip
+    assert info.value.__cause__ is None
+
+
 def test_a_size_between_multiples_gets_the_next_size_that_fits() -> None:
     with pytest.raises(ShapeMismatchError, match=r"\(20, 20\) does not fit UNet's downsampling"):
         medprune.build_graph(_unet(), torch.randn(1, 1, 20, 20))

@@ -29,6 +29,7 @@ from torch import nn
 from medprune.criteria.base import Criterion
 from medprune.errors import ConfigError, DataError
 from medprune.graph.group import ActivationSite, PruningGroup
+from medprune.measure.input_size import input_size_error
 from medprune.tasks.targets import class_indices_like_inputs, targets_for_outputs
 
 logger = logging.getLogger(__name__)
@@ -188,6 +189,7 @@ class StreamingCriterion(Criterion):
         names = sorted({s.module_name for ss in sites.values() for s in ss})
         states: dict[str, dict[int, Any]] = {n: {} for n in names}
         self._buckets = torch.zeros(0, dtype=torch.long)
+        self._probing = False
         self._seen: dict[int, int] = {}
         handles = []
         modes = [(m, m.training) for m in model.modules()]
@@ -243,13 +245,30 @@ class StreamingCriterion(Criterion):
             if self.needs_grad:
                 x = inputs.detach().clone().requires_grad_(True)
                 with torch.enable_grad():
-                    self.backward(first_tensor(model(x)), targets, task)
+                    outputs = self._forward(model, x)
+                    self.backward(first_tensor(outputs), targets, task)
             else:
                 with torch.no_grad():
-                    model(inputs)
+                    self._forward(model, inputs)
+
+    def _forward(self, model: nn.Module, inputs: torch.Tensor) -> Any:
+        """``model(inputs)``; a batch too small for the model's downsampling is one clear error."""
+        try:
+            return model(inputs)
+        except (RuntimeError, ValueError) as e:
+            self._probing = True  # the size probe's forwards must not reach the statistics
+            try:
+                size_error = input_size_error(model, (inputs,), e)
+            finally:
+                self._probing = False
+            if size_error is not None:
+                raise size_error from None
+            raise
 
     def _make_hook(self, name: str, states: dict[str, dict[int, Any]]) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+            if self._probing:
+                return None
             y = first_tensor(output)
             if self.needs_grad:
                 if not isinstance(output, torch.Tensor) or not y.requires_grad:
