@@ -78,8 +78,8 @@ def test_segmentation_bucket_is_dominant_foreground():
     masks[0, 2, :1] = 2  # 1 pixel of class 2
     masks[1, 0, 0] = 2  # only class 2
     # image 2: background only
-    assert image_buckets(masks, 3).tolist() == [1, 2, 0]
-    assert image_buckets(torch.tensor([3, 0, 1]), 3).tolist() == [3, 0, 1]
+    assert image_buckets(masks, torch.zeros(3, 1, 4, 4)).tolist() == [1, 2, 0]
+    assert image_buckets(torch.tensor([3, 0, 1]), torch.zeros(3, 1, 4, 4)).tolist() == [3, 0, 1]
 
 
 def test_class_aware_needs_labels_and_valid_weights():

@@ -74,7 +74,7 @@ def test_bad_labels_name_value_and_range() -> None:
     with pytest.raises(DataError, match=r"label -1 is outside"):
         task.loss(logits, torch.tensor([-1, 0]))
     with pytest.raises(DataError, match="integer class indices"):
-        task.loss(logits, torch.tensor([0.0, 1.0]))
+        task.loss(logits, torch.tensor([0.0, 1.5]))  # whole-number floats are read
     with pytest.raises(ShapeMismatchError, match=r"targets must have shape \(2,\)"):
         task.loss(logits, torch.tensor([0, 1, 2]))
     with pytest.raises(ShapeMismatchError, match="num_classes=3"):

@@ -12,7 +12,8 @@ over the classes seen in the calibration data. The default weights are equal, so
 counts the same whatever its frequency: a channel that only fires for the rare class is not
 outvoted by the majority. An image's bucket is its label for classification targets ``(B,)``
 and, for segmentation targets ``(B, *S)``, its *dominant foreground class*: the non-zero class
-with the most pixels in the image, or 0 (background) when no foreground is present.
+with the most pixels in the image, or 0 (background) when no foreground is present. Targets may
+come in any form of :mod:`medprune.tasks.targets` (a size-1 channel dim, or one-hot maps).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from medprune.criteria.base import Criterion
-from medprune.errors import ConfigError, DataError, ShapeMismatchError
+from medprune.errors import ConfigError, DataError
 from medprune.graph.group import ActivationSite, PruningGroup
 from medprune.progress import progress_bar
+from medprune.measure.input_size import input_size_error
+from medprune.tasks.targets import class_indices_like_inputs, targets_for_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -66,31 +69,34 @@ def first_tensor(outputs: Any) -> torch.Tensor:
 
 
 def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy on ``(B, C)`` logits with ``(B,)`` labels, or per-pixel on ``(B, C, *S)``."""
-    if targets.dtype.is_floating_point and targets.shape == outputs.shape:
-        return F.cross_entropy(outputs, targets)  # soft / one-hot targets
-    expected = (outputs.shape[0], *outputs.shape[2:])
-    if tuple(targets.shape) != expected:
-        raise ShapeMismatchError(
-            f"targets of shape {tuple(targets.shape)} do not fit model outputs of shape "
-            f"{tuple(outputs.shape)}: cross-entropy needs class indices of shape {expected}; "
-            "pass task= with a matching loss."
-        )
-    return F.cross_entropy(outputs, targets.long())
+    """Cross-entropy on ``(B, C)`` logits, or per position on ``(B, C, *S)`` logits.
+
+    ``targets`` in any form of :mod:`medprune.tasks.targets`: class indices ``(B,)`` / ``(B, *S)``,
+    the same with a size-1 channel dim, or one-hot ``(B, C)`` / ``(B, C, *S)``.
+    """
+    return F.cross_entropy(outputs, targets_for_outputs(outputs, targets))
 
 
-def image_buckets(targets: torch.Tensor | None, batch_size: int) -> torch.Tensor:
-    """Class bucket of each image ``(B,)``: the label, or the dominant foreground class."""
+def image_buckets(
+    targets: torch.Tensor | None, inputs: torch.Tensor, *, num_classes: int | None = None
+) -> torch.Tensor:
+    """Class bucket of each image ``(B,)``: the label, or the dominant foreground class.
+
+    Args:
+        targets: any form of :mod:`medprune.tasks.targets` (classification ``(B,)`` / ``(B, 1)``
+            / one-hot ``(B, K)``; segmentation ``(B, *S)`` / ``(B, 1, *S)`` / one-hot
+            ``(B, K, *S)``).
+        inputs: the batch's inputs ``(B, C_in, *S)`` (decide which form ``targets`` has).
+        num_classes: the task's class count, if known (one-hot targets must match it).
+    """
     if targets is None:
         raise ConfigError(
             "class_aware=True needs labels: the calibration loader must yield (inputs, targets)."
         )
-    t = targets.detach().cpu()
+    t = class_indices_like_inputs(inputs, targets.detach(), num_classes=num_classes).cpu()
     if t.dim() == 1:
-        return t.long()
-    if t.dtype.is_floating_point and t.dim() == 2:  # one-hot / soft labels (B, K)
-        return t.argmax(1)
-    t = t.long().reshape(batch_size, -1)  # (B, prod(S))
+        return t
+    t = t.reshape(t.shape[0], -1)  # (B, prod(S))
     n_cls = int(t.max()) + 1 if t.numel() else 1
     counts = F.one_hot(t.clamp_min(0), max(n_cls, 2)).sum(1)  # (B, K)
     counts[:, 0] = 0
@@ -185,6 +191,7 @@ class StreamingCriterion(Criterion):
         names = sorted({s.module_name for ss in sites.values() for s in ss})
         states: dict[str, dict[int, Any]] = {n: {} for n in names}
         self._buckets = torch.zeros(0, dtype=torch.long)
+        self._probing = False
         self._seen: dict[int, int] = {}
         handles = []
         modes = [(m, m.training) for m in model.modules()]
@@ -234,20 +241,39 @@ class StreamingCriterion(Criterion):
             b = inputs.shape[0]
             self._batch_size = b
             self._buckets = (
-                image_buckets(targets, b) if self.class_aware else torch.zeros(b, dtype=torch.long)
+                image_buckets(targets, inputs, num_classes=getattr(task, "num_classes", None))
+                if self.class_aware
+                else torch.zeros(b, dtype=torch.long)
             )
             for c in self._buckets.unique().tolist():
                 self._seen[c] = self._seen.get(c, 0) + int((self._buckets == c).sum())
             if self.needs_grad:
                 x = inputs.detach().clone().requires_grad_(True)
                 with torch.enable_grad():
-                    self.backward(first_tensor(model(x)), targets, task)
+                    outputs = self._forward(model, x)
+                    self.backward(first_tensor(outputs), targets, task)
             else:
                 with torch.no_grad():
-                    model(inputs)
+                    self._forward(model, inputs)
+
+    def _forward(self, model: nn.Module, inputs: torch.Tensor) -> Any:
+        """``model(inputs)``; a batch too small for the model's downsampling is one clear error."""
+        try:
+            return model(inputs)
+        except (RuntimeError, ValueError) as e:
+            self._probing = True  # the size probe's forwards must not reach the statistics
+            try:
+                size_error = input_size_error(model, (inputs,), e)
+            finally:
+                self._probing = False
+            if size_error is not None:
+                raise size_error from None
+            raise
 
     def _make_hook(self, name: str, states: dict[str, dict[int, Any]]) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+            if self._probing:
+                return None
             y = first_tensor(output)
             if self.needs_grad:
                 if not isinstance(output, torch.Tensor) or not y.requires_grad:

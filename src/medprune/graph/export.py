@@ -22,6 +22,7 @@ engine only reads the graph). Neither changes the graph, its shapes or its modul
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from medprune.errors import TraceError
+from medprune.measure.input_size import input_size_error
 
 __all__ = [
     "ExportedGraph",
@@ -141,7 +143,26 @@ def _model_attributes_kept(model: nn.Module) -> Iterator[None]:
                     target.update(items)
 
 
-def _export(model: nn.Module, args: tuple[Any, ...]) -> torch.export.ExportedProgram:
+_SIZE_ERRORS = (RuntimeError, ValueError, IndexError)
+
+
+@contextlib.contextmanager
+def _quiet_fake_tensor_log() -> Iterator[None]:
+    """Silence fake-tensor's log of a failing op during tracing: the error itself propagates
+    (and is reported by :class:`TraceError` or the input-size error), so the log only repeats
+    its traceback, 40+ lines on stderr."""
+    log = logging.getLogger("torch._subclasses.fake_tensor")
+    old = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
+
+
+def _export(
+    model: nn.Module, args: tuple[Any, ...], check_size: bool
+) -> torch.export.ExportedProgram:
     shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
     hint = (
         ". Pass an example input of the shape and dtype the model expects (e.g. "
@@ -149,12 +170,18 @@ def _export(model: nn.Module, args: tuple[Any, ...]) -> torch.export.ExportedPro
         "the offending module to ignore=[...]."
     )
     try:
-        return torch.export.export(model, args, strict=False)
+        with _quiet_fake_tensor_log():
+            return torch.export.export(model, args, strict=False)
     except Exception as e:  # noqa: BLE001 - any tracing failure is reported as TraceError
         first = e
     try:  # does the model itself run on this input? then only tracing failed
         model(*args)
     except Exception as e:  # noqa: BLE001
+        size_error = (
+            input_size_error(model, args, e) if check_size and isinstance(e, _SIZE_ERRORS) else None
+        )
+        if size_error is not None:
+            raise size_error from None
         raise TraceError(
             f"{type(model).__name__} fails on example inputs {shapes}: {type(e).__name__}: "
             f"{_first_line(e)}{hint}"
@@ -174,7 +201,9 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def export_model(model: nn.Module, example_inputs: Any, *, train: bool = False) -> ExportedGraph:
+def export_model(
+    model: nn.Module, example_inputs: Any, *, train: bool = False, check_size: bool = False
+) -> ExportedGraph:
     """Trace ``model`` once with ``torch.export`` (eval mode unless ``train``, no gradients).
 
     Tracing runs on fake tensors: the model's buffers (BatchNorm running statistics) are not
@@ -185,12 +214,18 @@ def export_model(model: nn.Module, example_inputs: Any, *, train: bool = False) 
         example_inputs: a tensor ``(B, C, *S)`` or a tuple of model inputs.
         train: trace the train-mode forward (branches such as deep-supervision heads or a VAE
             decoder that only run in training).
+        check_size: when the model itself fails on the inputs, probe whether they are too small
+            for its downsampling (:mod:`medprune.measure.input_size`; a few forward passes).
+            ``build_graph`` sets it for the user's inputs; the engine's internal re-traces of
+            pruned copies do not.
 
     Returns:
         The traced graph with parameter / buffer names.
 
     Raises:
         TraceError: when ``torch.export`` fails (names the model class and the original error).
+        ShapeMismatchError: with ``check_size``, the inputs are too small for the model's
+            downsampling (names the smallest size that runs; no chained traceback).
     """
     args = as_input_tuple(example_inputs)
     was_training = model.training
@@ -202,7 +237,7 @@ def export_model(model: nn.Module, example_inputs: Any, *, train: bool = False) 
             warnings.catch_warnings(),
             _model_attributes_kept(model),
         ):
-            program = _export(model, args)
+            program = _export(model, args, check_size)
     finally:
         model.train(was_training)
     sig = program.graph_signature

@@ -274,9 +274,11 @@ def build_graph(
 
     Raises:
         TraceError: the model could not be traced.
+        ShapeMismatchError: the inputs are too small for the model's downsampling (the message
+            names the smallest size that runs).
     """
     args = as_input_tuple(example_inputs)
-    exported = export_model(model, args)
+    exported = export_model(model, args, check_size=True)
     ignored = _module_names(model, ignore)
     state = propagate(exported, ignored)
     probed: list[tuple[str, str, bool]] = []

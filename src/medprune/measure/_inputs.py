@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from medprune.errors import ConfigError, ShapeMismatchError
+from medprune.measure.input_size import input_size_error
 from medprune.typing import ExampleInputs
 
 InputTuple = tuple[torch.Tensor, ...]
@@ -145,12 +146,17 @@ def forward_checked(model: nn.Module, inputs: InputTuple) -> Any:
     """Run ``model(*inputs)``; a shape failure becomes a ShapeMismatchError naming the shapes.
 
     Raises:
-        ShapeMismatchError: the model raised a RuntimeError or ValueError on these inputs (wrong
-            rank, channel count or spatial size); the original error is chained.
+        ShapeMismatchError: the model raised a RuntimeError or ValueError on these inputs. An
+            input too small for the model's downsampling gets one error naming the smallest size
+            that runs (:func:`medprune.measure.input_size.input_size_error`, no chained
+            traceback); other failures (wrong rank, channel count) chain the original error.
     """
     try:
         return model(*inputs)
     except (RuntimeError, ValueError) as e:
+        size_error = input_size_error(model, inputs, e)
+        if size_error is not None:
+            raise size_error from None
         shapes = ", ".join(str(s) for s in input_shapes(inputs))
         hint = "Pass inputs shaped (B, C, *S) as the model expects."
         found = _first_conv(model)

@@ -18,6 +18,8 @@ from torch import nn
 
 from medprune.errors import ConfigError
 from medprune.methods._training import evaluate
+from medprune.tasks import split_batch
+from medprune.tasks.targets import class_indices_like_inputs
 
 __all__ = ["RecallGuard", "class_counts", "minority_class"]
 
@@ -25,13 +27,19 @@ __all__ = ["RecallGuard", "class_counts", "minority_class"]
 def class_counts(loader: Iterable[Any], num_classes: int | None = None) -> torch.Tensor:
     """Label counts ``(K,)`` of a loader (uses ``loader.dataset.labels`` when available).
 
-    Classification targets ``(B,)`` and segmentation targets ``(B, *S)`` (pixels) are both counted.
+    Classification targets ``(B,)`` and segmentation targets ``(B, *S)`` (pixels) are both counted,
+    in any form of :mod:`medprune.tasks.targets` (a size-1 channel dim, or one-hot maps).
     """
     labels = getattr(getattr(loader, "dataset", None), "labels", None)
     if labels is not None:
         flat = torch.as_tensor(labels).reshape(-1).long()
     else:
-        flat = torch.cat([torch.as_tensor(targets).reshape(-1).long() for _, targets in loader])
+        parts = []
+        for batch in loader:
+            inputs, targets = split_batch(batch)
+            t = class_indices_like_inputs(inputs, targets, num_classes=num_classes)
+            parts.append(t.reshape(-1).cpu())
+        flat = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
     if flat.numel() == 0:
         raise ConfigError("cannot count classes: the loader yielded no targets.")
     size = max(int(flat.max()) + 1, num_classes or 0)

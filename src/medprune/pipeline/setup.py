@@ -208,11 +208,15 @@ def _with_model_name(config: RunConfig, name: str) -> RunConfig:
 
 
 def build_model(setup: RunSetup) -> nn.Module:
-    """A freshly initialised model (seeded with ``config.seed``)."""
+    """A freshly initialised model (seeded with ``config.seed``), checked to run on the data's
+    input size (an image too small for its downsampling fails here, with the size that runs)."""
+    from medprune.measure.input_size import check_input_size
     from medprune.models import create_model
 
     torch.manual_seed(setup.config.seed)
-    return create_model(setup.model_name, **setup.model_kwargs)
+    model = create_model(setup.model_name, **setup.model_kwargs)
+    check_input_size(model, setup.example_inputs.cpu())  # the new model is on the CPU
+    return model
 
 
 def train_model(

@@ -3,10 +3,12 @@
 Every loss takes logits and int64 class-index targets, following the batch conventions:
 
 - classification: ``outputs (B, C)``, ``targets (B,)``;
-- segmentation: ``outputs (B, C, *S)``, ``targets (B, *S)`` (a ``(B, 1, *S)`` channel dim is also
-  accepted and squeezed).
+- segmentation: ``outputs (B, C, *S)``, ``targets (B, *S)``.
 
-:func:`check_targets` validates both before any loss or metric sees them.
+:func:`check_targets` validates both before any loss or metric sees them, and reads the other
+forms of :mod:`medprune.tasks.targets` too: a ``(B, 1)`` / ``(B, 1, *S)`` channel dim (int, or
+float holding whole numbers, as MONAI's ``LoadImage`` gives) and one-hot ``(B, C)`` /
+``(B, C, *S)`` maps.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medprune.errors import ConfigError, DataError, ShapeMismatchError
+from medprune.tasks.targets import targets_for_outputs
 
 __all__ = [
     "DiceCELoss",
@@ -49,13 +52,15 @@ def check_targets(outputs: torch.Tensor, targets: torch.Tensor, num_classes: int
     Args:
         outputs: logits ``(B, C)`` or ``(B, C, *S)``.
         targets: class indices ``(B,)`` / ``(B, *S)``; ``(B, 1)`` / ``(B, 1, *S)`` are squeezed;
-            bool masks are read as 0/1.
+            bool masks are read as 0/1, floats holding whole numbers as those classes; one-hot /
+            probability maps ``(B, C)`` / ``(B, C, *S)`` are read by ``argmax``.
         num_classes: ``C``.
 
     Raises:
         ShapeMismatchError: ``outputs`` does not have ``num_classes`` channels in dim 1, or the
-            target shape is not ``outputs.shape`` without dim 1.
-        DataError: targets are floating point, or a label is outside ``[0, num_classes - 1]``.
+            targets have none of the accepted shapes.
+        DataError: float targets that are not whole numbers, a channel-dim target that is not
+            one-hot-like, or a label outside ``[0, num_classes - 1]``.
     """
     if outputs.ndim < 2 or outputs.shape[1] != num_classes:
         raise ShapeMismatchError(
@@ -63,21 +68,7 @@ def check_targets(outputs: torch.Tensor, targets: torch.Tensor, num_classes: int
             f"num_classes={num_classes}; got shape {tuple(outputs.shape)}. Check the model's "
             "num_classes / out_channels."
         )
-    expected = (outputs.shape[0], *outputs.shape[2:])
-    if targets.ndim == len(expected) + 1 and targets.shape[1] == 1:
-        targets = targets.squeeze(1)  # (B, 1, *S) -> (B, *S)
-    if tuple(targets.shape) != expected:
-        raise ShapeMismatchError(
-            f"targets must have shape {expected} (outputs {tuple(outputs.shape)} without the class "
-            f"dim); got {tuple(targets.shape)}."
-        )
-    if targets.dtype == torch.bool:
-        targets = targets.long()
-    if targets.is_floating_point() or targets.is_complex():
-        raise DataError(
-            f"targets must be integer class indices (int64); got dtype {targets.dtype}. "
-            "Convert them with .long() (segmentation masks: threshold first)."
-        )
+    targets = targets_for_outputs(outputs, targets)  # (B,) / (B, *S) int64
     if targets.numel():
         lo, hi = int(targets.min()), int(targets.max())
         bad = lo if lo < 0 else hi if hi >= num_classes else None

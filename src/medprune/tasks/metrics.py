@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from medprune.errors import DataError, ShapeMismatchError
+from medprune.tasks.targets import class_indices
 
 __all__ = [
     "ClassificationMeter",
@@ -142,9 +143,12 @@ class ClassificationMeter:
         self.probs: list[np.ndarray] = []
 
     def update(self, probs: torch.Tensor, targets: torch.Tensor) -> None:
-        """Add a batch: ``probs (B, C)``, ``targets (B,)``."""
-        self.probs.append(_to_numpy(probs).astype(np.float64).reshape(-1, self.num_classes))
-        self.labels.append(_to_numpy(targets).astype(np.int64).reshape(-1))
+        """Add a batch: ``probs (B, C)``, ``targets (B,)`` (or ``(B, 1)`` / one-hot ``(B, C)``)."""
+        probs_np = _to_numpy(probs).astype(np.float64).reshape(-1, self.num_classes)
+        labels = torch.as_tensor(_to_numpy(targets))
+        labels = class_indices(labels, (probs_np.shape[0],), num_classes=self.num_classes)
+        self.probs.append(probs_np)
+        self.labels.append(labels.numpy().astype(np.int64))
 
     def merge(self, other: ClassificationMeter) -> None:
         """Append another meter's samples (e.g. another rank's shard)."""
@@ -213,13 +217,13 @@ class SegmentationMeter:
         self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)  # pixels [true][pred]
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch of label maps: ``pred (B, *S)`` and ``target (B, *S)``, int in ``[0, C-1]``."""
-        if pred.shape != target.shape:
-            raise ShapeMismatchError(
-                f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} label maps must "
-                "have the same shape (B, *S)."
-            )
-        pred, target = pred.detach().cpu().long(), target.detach().cpu().long()
+        """Add a batch of label maps: ``pred (B, *S)`` and ``target (B, *S)``, int in ``[0, C-1]``.
+
+        ``target`` may also come as ``(B, 1, *S)`` or one-hot ``(B, C, *S)``
+        (:mod:`medprune.tasks.targets`).
+        """
+        target = class_indices(target.detach(), tuple(pred.shape), num_classes=self.num_classes)
+        pred, target = pred.detach().cpu().long(), target.cpu()
         self._add_pixels(pred, target)
         b = pred.shape[0]
         dims = tuple(range(1, pred.ndim))

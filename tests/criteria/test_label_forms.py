@@ -1,0 +1,76 @@
+"""Data-driven criteria read segmentation labels in every form MONAI pipelines produce:
+(B, *S) indices, channel-first (B, 1, *S) (int or float) and one-hot (B, C, *S)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medprune.criteria import get_criterion
+from medprune.criteria.streaming import default_loss, image_buckets
+from medprune.errors import ShapeMismatchError
+from medprune.graph import build_graph
+from medprune.models import create_model
+from medprune.tasks import SegmentationTask
+
+
+def _label_forms() -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 1, 8, 8, generator=g)
+    idx = (torch.rand(4, 8, 8, generator=g) > 0.7).long()  # (B, H, W)
+    forms = {
+        "indices": idx,
+        "channel_float": idx[:, None].float(),  # (B, 1, H, W) float, MONAI LoadImage style
+        "one_hot": F.one_hot(idx, 2).movedim(-1, 1).float(),  # (B, 2, H, W)
+    }
+    return x, idx, forms
+
+
+def test_default_loss_is_identical_for_the_label_forms() -> None:
+    x, idx, forms = _label_forms()
+    logits = torch.randn(4, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    reference = F.cross_entropy(logits, idx)
+    for name, t in forms.items():
+        torch.testing.assert_close(default_loss(logits, t), reference, msg=name)
+
+
+def test_default_loss_error_names_the_accepted_forms() -> None:
+    logits = torch.zeros(4, 2, 8, 8)
+    with pytest.raises(ShapeMismatchError, match=r"\(4, 1, 8, 8\) \(class indices with a channel"):
+        default_loss(logits, torch.zeros(4, 3, 8, 8))
+
+
+def test_class_aware_buckets_read_channel_first_and_one_hot_masks() -> None:
+    masks = torch.zeros(3, 4, 4, dtype=torch.long)
+    masks[0, :2] = 1
+    masks[1, 0, 0] = 2
+    inputs = torch.zeros(3, 1, 4, 4)
+    expected = [1, 2, 0]
+    assert image_buckets(masks[:, None].float(), inputs).tolist() == expected
+    one_hot = F.one_hot(masks, 3).movedim(-1, 1).float()  # (3, 3, 4, 4)
+    assert image_buckets(one_hot, inputs, num_classes=3).tolist() == expected
+    assert image_buckets(F.one_hot(torch.tensor([1, 0, 1]), 2).float(), inputs).tolist() == [
+        1,
+        0,
+        1,
+    ]
+
+
+@pytest.mark.parametrize("with_task", [True, False])
+@pytest.mark.parametrize("name", ["taylor", "beta_rank"])
+def test_criterion_scores_are_identical_for_the_label_forms(name: str, with_task: bool) -> None:
+    torch.manual_seed(0)
+    model = create_model("tiny_unet", norm="batch")
+    x, _, forms = _label_forms()
+    graph = build_graph(model, x[:1])
+    task = SegmentationTask(2, loss="ce") if with_task else None
+    kwargs = {"class_aware": True} if name == "beta_rank" else {}
+    scores = {
+        form: get_criterion(name, **kwargs)(graph, [(x[:2], t[:2]), (x[2:], t[2:])], task=task)
+        for form, t in forms.items()
+    }
+    for form in ("channel_float", "one_hot"):
+        assert scores[form].keys() == scores["indices"].keys()
+        for key, s in scores["indices"].items():
+            torch.testing.assert_close(scores[form][key], s, msg=f"{form} {key}")
