@@ -96,8 +96,11 @@ class PruneConfig:
     Attributes:
         method: a name from :func:`medprune.methods.list_methods` (``oneshot``, ``sfp``, ...).
         criterion: criterion for ``oneshot`` / ``iterative`` (a :func:`list_criteria` name).
-        target: what the amount is a fraction of: ``macs``, ``params`` or ``ratio``.
-        amount: the fraction to remove, in [0, 1).
+        target: what the amount is a fraction of: ``macs``, ``params``, ``ratio`` or
+            ``latency`` (measured, see :mod:`medprune.latency`).
+        amount: the fraction to remove, in [0, 1) (latency: in (0, 1)).
+        latency_runtime: runtime a latency target is measured on: ``torch`` or ``onnxruntime``.
+        latency_device: device a latency target is measured on; None = the run's device.
         calibration_size: images in the calibration subset of data-driven criteria.
         calibration_balanced: draw the calibration subset class-balanced.
         calibration_batch_size: batch size of the calibration loader.
@@ -109,8 +112,10 @@ class PruneConfig:
 
     method: str = "oneshot"
     criterion: str = "l1"
-    target: Literal["macs", "params", "ratio"] = "macs"
+    target: Literal["macs", "params", "ratio", "latency"] = "macs"
     amount: float = 0.5
+    latency_runtime: Literal["torch", "onnxruntime"] = "torch"
+    latency_device: str | None = None
     calibration_size: int = 64
     calibration_balanced: bool = True
     calibration_batch_size: int = 16
@@ -240,6 +245,8 @@ def _validate_section(name: str, obj: Any) -> None:
             raise ConfigError(
                 f"prune.amount must be a fraction in [0, 1) (0.5 = remove half); got {obj.amount!r}."
             )
+        if obj.target == "latency" and obj.amount == 0.0:
+            raise ConfigError("prune.amount must be in (0, 1) for target: latency; got 0.0.")
         _positive("prune.calibration_size", obj.calibration_size)
         _positive("prune.calibration_batch_size", obj.calibration_batch_size)
     elif name == "measure":

@@ -69,7 +69,7 @@ def _new_plan(
 
 def _step_target(target: Target, attempt: float, prev: float, base: Any, current: Any) -> float:
     """Fraction of the *current* model to remove so that ``attempt`` of the original is gone."""
-    if target.kind == "ratio":
+    if target.kind in ("ratio", "latency"):  # latency: each step's planner measures its cut
         return 1.0 - (1.0 - attempt) / (1.0 - prev)
     b, c = getattr(base, target.kind), getattr(current, target.kind)
     return 1.0 - b * (1.0 - attempt) / c if c else 0.0

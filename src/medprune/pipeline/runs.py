@@ -140,6 +140,11 @@ def prune_model(
     kwargs = method_options(setup.config.prune.options if options is None else options, name)
     if method_name in CRITERION_METHODS:
         kwargs.setdefault("criterion", criterion or setup.config.prune.criterion)
+    if target.kind == "latency":
+        kwargs["plan_kwargs"] = {
+            **dict(kwargs.get("plan_kwargs") or {}),
+            "latency": latency_options(setup, method_name),
+        }
     setup = setup.for_seed(seed)
     torch.manual_seed(seed)
     model = copy.deepcopy(base).to(setup.device)
@@ -152,6 +157,29 @@ def prune_model(
     if not result.method:
         result.method = method_name
     return result
+
+
+def latency_options(setup: RunSetup, method_name: str) -> Any:
+    """:class:`~medprune.latency.LatencyOptions` of a ``prune.target: latency`` run.
+
+    Runtime and device from ``prune.latency_runtime`` / ``prune.latency_device`` (None = the run's
+    device), threads from ``measure.threads``. Only the criteria methods plan to a latency.
+    """
+    from medprune.latency import LatencyOptions
+
+    if method_name not in CRITERION_METHODS:
+        raise ConfigError(
+            f"method {method_name!r} cannot honour prune.target: latency; use "
+            f"{' or '.join(CRITERION_METHODS)} (or a criterion name), or a macs / params target."
+        )
+    config = setup.config
+    device = config.prune.latency_device or str(setup.device)
+    return LatencyOptions(
+        runtime=config.prune.latency_runtime,
+        device=device,
+        threads=config.measure.threads,
+        progress=config.progress,
+    )
 
 
 def base_record(setup: RunSetup, model: nn.Module, **extra: Any) -> dict[str, Any]:
