@@ -59,7 +59,7 @@ def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
         ({"train.epochs": "three"}, r"train.epochs must be an integer; got 'three'"),
         (
             {"prune.target": "flops"},
-            r"prune.target must be one of 'macs', 'params', 'ratio'; got 'flops'",
+            r"prune.target must be one of 'macs', 'params', 'ratio', 'latency'; got 'flops'",
         ),
         ({"prune.amount": 1.5}, r"prune.amount must be a fraction in \[0, 1\).*got 1.5"),
         (
