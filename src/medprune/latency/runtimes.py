@@ -73,13 +73,20 @@ def _median_time(
     repeats: int,
     budget_ms: float | None,
 ) -> float:
-    """Median wall time of ``fn`` in ms; with ``budget_ms`` fewer repeats for slow calls."""
+    """Median wall time of ``fn`` in ms.
+
+    At least one untimed warm-up call; with ``budget_ms``, a call slower than the budget ends the
+    warm-up and the repeats are cut so that they take about ``budget_ms`` (at least one).
+    """
+    first = 0.0
     for _ in range(max(warmup, 1)):
         sync()
         start = time.perf_counter()
         fn()
         sync()
         first = (time.perf_counter() - start) * 1e3
+        if budget_ms is not None and first > budget_ms:
+            break
     if budget_ms is not None and first > 0:
         repeats = max(1, min(repeats, int(budget_ms / first)))
     times = []
