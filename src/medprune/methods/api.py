@@ -63,7 +63,8 @@ def prune(
         target_latency: fraction of the *measured* latency to remove, in ``(0, 1)``
             (:mod:`medprune.latency`). Exactly one of the four targets is required.
         latency_runtime: ``"torch"`` or ``"onnxruntime"`` (CPU only), for ``target_latency``.
-        latency_device: device the latency is measured on; None = ``device``.
+        latency_device: device the latency is measured on; None = ``device`` (``"cpu"`` for
+            ``onnxruntime``).
         latency_options: further :class:`medprune.latency.LatencyOptions` fields (``threads``,
             ``cache_dir``, ``tolerance``, ``calibrate``, ``repeats``, ...).
         calibration: batches ``(inputs, targets)`` for data-driven criteria.
@@ -119,7 +120,7 @@ def prune(
         plan_kwargs["latency"] = LatencyOptions(
             **{
                 "runtime": latency_runtime,
-                "device": str(latency_device if latency_device is not None else device),
+                "device": default_latency_device(latency_runtime, latency_device, device),
                 "progress": progress,
                 **dict(latency_options or {}),
             }
@@ -156,3 +157,13 @@ def prune(
     if iterative_steps == 1:
         return oneshot(model, example_inputs, **common)
     return iterative(model, example_inputs, n_steps=iterative_steps, schedule=schedule, **common)
+
+
+def default_latency_device(
+    runtime: str, latency_device: str | None, device: torch.device | str
+) -> str:
+    """The device a latency target is measured on: ``latency_device``, else the run's ``device``
+    (always ``"cpu"`` for ``onnxruntime``, which only measures its CPU execution provider)."""
+    if latency_device is not None:
+        return str(latency_device)
+    return "cpu" if runtime == "onnxruntime" else str(device)

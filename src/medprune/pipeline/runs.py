@@ -163,7 +163,7 @@ def latency_options(setup: RunSetup, method_name: str) -> Any:
     """:class:`~medprune.latency.LatencyOptions` of a ``prune.target: latency`` run.
 
     Runtime and device from ``prune.latency_runtime`` / ``prune.latency_device`` (None = the run's
-    device), threads from ``measure.threads``. Only the criteria methods plan to a latency.
+    device; ``cpu`` for ``onnxruntime``), threads from ``measure.threads``. Only the criteria methods plan to a latency.
     """
     from medprune.latency import LatencyOptions
 
@@ -172,11 +172,14 @@ def latency_options(setup: RunSetup, method_name: str) -> Any:
             f"method {method_name!r} cannot honour prune.target: latency; use "
             f"{' or '.join(CRITERION_METHODS)} (or a criterion name), or a macs / params target."
         )
+    from medprune.methods.api import default_latency_device
+
     config = setup.config
-    device = config.prune.latency_device or str(setup.device)
     return LatencyOptions(
         runtime=config.prune.latency_runtime,
-        device=device,
+        device=default_latency_device(
+            config.prune.latency_runtime, config.prune.latency_device, setup.device
+        ),
         threads=config.measure.threads,
         progress=config.progress,
     )
