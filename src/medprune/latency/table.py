@@ -91,14 +91,15 @@ class LayerCall:
         return math.prod(self.output_shape) // max(self.c_out, 1)
 
     def macs(self, module: nn.Module) -> int:
-        """Multiply-accumulates of the full-width call (weight numel times output positions)."""
-        w = module.weight
-        per_out = w.numel() // max(self.c_out, 1)
-        return (
-            per_out * math.prod(self.output_shape)
-            if isinstance(module, _CONV + (nn.Linear,))
-            else w.numel() * math.prod(self.input_shape) // max(self.c_in, 1)
-        )
+        """Multiply-accumulates of the full-width call.
+
+        Conv / linear: ``weight.numel() / c_out`` per output element; transposed conv:
+        ``weight.numel() / c_in`` per input element.
+        """
+        n_weight = module.weight.numel()
+        if isinstance(module, _CONVT):
+            return n_weight * math.prod(self.input_shape) // max(self.c_in, 1)
+        return n_weight * math.prod(self.output_shape) // max(self.c_out, 1)
 
 
 def capture_calls(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[LayerCall]:
