@@ -13,13 +13,11 @@ from medprune.graph import build_graph, prune_channels
 from medprune.latency import LatencyOptions, build_latency_model, width_grid
 from medprune.methods.base import Target
 from medprune.methods.plan import plan_pruning
-from medprune.models import create_model
+from medprune.models import create_model, list_models
 
-CASES = [
-    ("tiny_resnet", (1, 1, 16, 16)),  # residual add
-    ("tiny_unet", (1, 1, 16, 16)),  # concat skips, transposed conv
-    ("tiny_unet3d", (1, 1, 8, 8, 8)),  # 3D
-    ("tiny_grouped", (1, 1, 16, 16)),  # grouped / depthwise
+CASES = [  # residual add, concat skips + transposed conv, 3D, grouped / depthwise, flatten->linear...
+    (name, (1, 1, 8, 8, 8) if name.endswith("3d") else (1, 1, 16, 16))
+    for name in list_models("tiny_*")
 ]
 
 
@@ -35,11 +33,7 @@ def test_width_grid_has_full_width_and_friendly_multiples() -> None:
 def test_prediction_is_exact_on_known_table(name: str, shape: tuple[int, ...], tmp_path) -> None:
     """Predicted latency of a plan == the synthetic latency of the physically pruned model."""
     torch.manual_seed(0)
-    model = (
-        create_model(name, spatial_dims=len(shape) - 2)
-        if name == "tiny_unet"
-        else create_model(name)
-    )
+    model = create_model(name)
     x = torch.randn(shape)
     graph = build_graph(model, x)
     rt = FakeRuntime()
