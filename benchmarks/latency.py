@@ -19,8 +19,9 @@ For each model (random weights, eval mode) and runtime (``torch`` CPU, ``onnxrun
 All models of a row are measured interleaved (one forward of each in turn, ``--repeats`` rounds,
 medians; ``spread`` = the largest (p90 - p10) / median among them). The latency tables are cached
 (``--cache-dir``, default ``$MEDPRUNE_CACHE_DIR`` or ``~/.cache/medprune/latency``), so a second
-run skips their measurement; ``table s`` is the time the latency planner took (tables +
-calibration). The markdown table goes to ``--markdown`` (and stdout), raw rows to ``--json``.
+run skips their measurement; ``planner s`` is the time the latency planner took (tables +
+calibration) and ``predicted>measured`` its predicted and measured cut per calibration
+measurement (the planner keeps the measured-closest plan). The markdown table goes to ``--markdown`` (and stdout), raw rows to ``--json``.
 """
 
 from __future__ import annotations
@@ -122,11 +123,13 @@ def bench_one(name: str, runtime_name: str, args: argparse.Namespace) -> dict[st
         return mp.prune(model, x, criterion="l1", target_macs=target, progress=False).model
 
     t0 = time.perf_counter()
-    by_lat = mp.prune(
+    lat_result = mp.prune(
         model, x, criterion="l1", target_latency=args.target, latency_runtime=runtime_name,
         latency_options=lat_opts, progress=not args.no_progress,
-    ).model  # fmt: skip
+    )  # fmt: skip
     table_s = time.perf_counter() - t0
+    by_lat = lat_result.model
+    calib = lat_result.history[-1].get("latency", {}).get("history", [])
     by_macs = macs_pruned(args.target)
     # equal latency: raise the MACs target until its measured latency matches by_lat's
     lo, hi, eq_t, eq_model = args.target, 0.95, args.target, by_macs
@@ -161,6 +164,7 @@ def bench_one(name: str, runtime_name: str, args: argparse.Namespace) -> dict[st
         "eq_macs_kept": _macs(eq_model, x) / base_macs,
         "spread": max(t.spread for t in timings),
         "table_s": table_s,
+        "calibration": " ".join(f"{h['predicted']:.2f}>{h['measured']:.2f}" for h in calib),
     }
 
 
@@ -168,11 +172,11 @@ COLUMNS = [
     ("model", "{}"), ("input", "{}"), ("runtime", "{}"), ("base_ms", "{:.1f}"),
     ("macs_cut", "{:.0%}"), ("lat_cut", "{:.0%}"), ("lat_macs_kept", "{:.0%}"),
     ("eq_target", "{:.2f}"), ("eq_cut", "{:.0%}"), ("eq_macs_kept", "{:.0%}"),
-    ("spread", "{:.0%}"), ("table_s", "{:.0f}"),
+    ("spread", "{:.0%}"), ("table_s", "{:.0f}"), ("calibration", "{}"),
 ]  # fmt: skip
 HEADERS = ["model", "input", "runtime", "base ms", "macs@0.5 cut", "lat@0.5 cut",
            "lat MACs kept", "eq macs target", "eq latency cut", "eq MACs kept", "spread",
-           "table s"]  # fmt: skip
+           "planner s", "predicted>measured"]  # fmt: skip
 
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:

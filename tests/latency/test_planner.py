@@ -91,6 +91,9 @@ def test_calibration_hits_target_within_tolerance(tmp_path) -> None:
     cut = 1.0 - rt.model_ms(result.model, (x,)) / rt.model_ms(model, (x,))
     assert abs(cut - 0.35) <= 0.05 + 0.03  # greedy granularity on a tiny model
     assert result.summary["target"] == {"latency": 0.35}
+    (step,) = result.history
+    measured = [h["measured"] for h in step["latency"]["history"]]
+    assert 1 <= len(measured) <= 3 and min(abs(m - 0.35) for m in measured) <= 0.08
 
 
 def test_iterative_schedule_on_latency(tmp_path) -> None:

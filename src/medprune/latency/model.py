@@ -184,7 +184,9 @@ class LatencyModel:
                     continue
                 side = terms_in if s.role == "in" else terms_out
                 side.setdefault(s.module_name, []).append((gi, int(s.index.shape[1])))
-        calls = capture_calls(model, inputs)
+        param = next(model.parameters(), None)
+        on_model = tuple(t.to(param.device) for t in inputs) if param is not None else inputs
+        calls = capture_calls(model, on_model)
         layers = []
         for call in calls:
             ins = _Dim(call.c_in, terms_in.get(call.module_name, []))

@@ -48,6 +48,14 @@ from medprune.typing import PathLike
 
 logger = logging.getLogger(__name__)
 
+_LAST_REPORT: dict[str, Any] = {}
+
+
+def last_report() -> dict[str, Any]:
+    """A copy of the report of the latest :func:`plan_latency` call in this process
+    (``base_ms``, ``predicted`` / ``history``), for step records."""
+    return copy.deepcopy(_LAST_REPORT)
+
 
 @dataclass(frozen=True)
 class LatencyOptions:
@@ -279,6 +287,7 @@ def plan_latency(
     """
     options = options or LatencyOptions()
     report = report if report is not None else {}
+    _LAST_REPORT.clear()
     lat = build_latency_model(graph, options, groups=[s.group for s in slots])
     runtime = options.make_runtime(graph)
     _, reach = greedy_plan(slots, lat, 0.999, lookahead=options.lookahead)
@@ -301,6 +310,7 @@ def plan_latency(
                 "latency plan: predicted cut %.3f (goal %.3f, not measured)", predicted, goal
             )
             report.update(base_ms=lat.base_ms, predicted=predicted, history=[])
+            _LAST_REPORT.update(report)
             return prune_idx
         plan_key = tuple(sorted(widths.items()))
         repeated = plan_key in seen
@@ -333,6 +343,7 @@ def plan_latency(
             goal, best[0], options.tolerance,
         )  # fmt: skip
     report.update(base_ms=lat.base_ms, history=history)
+    _LAST_REPORT.update(report)
     return best[1]
 
 

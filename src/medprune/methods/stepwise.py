@@ -144,6 +144,10 @@ def run_steps(
             if score_ema is not None:
                 scores = blend_scores(scores, kept_scores, float(score_ema))
             prune_idx = plan_pruning(graph, scores, step_t, **plan_kwargs)
+            if target.kind == "latency":  # predicted vs measured cuts of the planner
+                from medprune.latency.planner import last_report
+
+                record["latency"] = last_report()
             step = prune_channels(candidate, graph, prune_idx)
             record["channels_removed"] = int(sum(len(v) for v in prune_idx.values()))
             record["prune_seconds"] = time.perf_counter() - t0
