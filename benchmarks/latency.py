@@ -132,14 +132,16 @@ def bench_one(name: str, runtime_name: str, args: argparse.Namespace) -> dict[st
     calib = lat_result.history[-1].get("latency", {}).get("history", [])
     by_macs = macs_pruned(args.target)
     # equal latency: raise the MACs target until its measured latency matches by_lat's
-    lo, hi, eq_t, eq_model = args.target, 0.95, args.target, by_macs
+    lo, hi, eq_t, eq_model, eq_gap = args.target, 0.95, args.target, by_macs, float("inf")
     for _ in range(args.equal_steps):
         mid = (lo + hi) / 2
         cand = macs_pruned(mid)
         t_lat, t_mac = interleaved_latency(
             [copy.deepcopy(by_lat), copy.deepcopy(cand)], x, runtime=rt, repeats=args.repeats // 2
         )
-        eq_t, eq_model = mid, cand
+        gap = abs(t_mac.median_ms - t_lat.median_ms) / t_lat.median_ms
+        if gap < eq_gap:  # keep the MACs target whose latency came closest
+            eq_t, eq_model, eq_gap = mid, cand, gap
         if t_mac.median_ms > t_lat.median_ms:
             lo = mid
         else:
