@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from medprune.cli._common import (
     add_config_arguments,
@@ -22,6 +23,7 @@ PRUNE_FLAGS = {
     "method": "prune.method",
     "finetune_epochs": "prune.finetune.epochs",
     "calibration_size": "prune.calibration_size",
+    "latency_runtime": "prune.latency_runtime",
 }
 
 
@@ -43,6 +45,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     target.add_argument(
         "--ratio", type=float, metavar="F", help="remove this fraction of each layer"
+    )
+    target.add_argument(
+        "--target-latency",
+        type=float,
+        metavar="F",
+        help="remove this fraction of the measured latency (0 < F < 1; oneshot / iterative)",
+    )
+    group.add_argument(
+        "--latency-runtime",
+        choices=("torch", "onnxruntime"),
+        help="runtime --target-latency is measured on (default torch; onnxruntime: CPU only)",
     )
     group.add_argument(
         "--checkpoint", type=Path, help="base model.pt to prune (default: train one)"
@@ -67,13 +80,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_train_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> int:
+def build_config(args: argparse.Namespace) -> Any:
+    """The run config from the parsed flags (target flags become ``prune.target`` / ``amount``)."""
     from medprune.config import update_config
-    from medprune.pipeline import run_prune
-    from medprune.report import summary_markdown
 
-    values = {}
-    for flag, kind in (("target_macs", "macs"), ("target_params", "params"), ("ratio", "ratio")):
+    values: dict[str, Any] = {}
+    for flag, kind in (
+        ("target_macs", "macs"),
+        ("target_params", "params"),
+        ("ratio", "ratio"),
+        ("target_latency", "latency"),
+    ):
         if getattr(args, flag) is not None:
             values = {"prune.target": kind, "prune.amount": getattr(args, flag)}
     if args.max_recall_drop is not None:
@@ -81,6 +98,14 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, PRUNE_FLAGS, values=values)
     if args.criterion and not args.method and config.prune.method not in ("oneshot", "iterative"):
         config = update_config(config, {"prune.method": "oneshot"})
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from medprune.pipeline import run_prune
+    from medprune.report import summary_markdown
+
+    config = build_config(args)
     result = run_prune(
         config,
         out=args.out,

@@ -253,6 +253,15 @@ class PruneConfig(BaseModel):
             data = {**data, "finetune": _recipe_over(_default_finetune(), data["finetune"])}
         return data
 
+    @model_validator(mode="after")
+    def _latency_needs_a_cut(self) -> PruneConfig:
+        if self.target == "latency" and self.amount == 0.0:
+            raise ValueError(
+                "prune.amount must be in (0, 1) for target: latency (0.5 = halve the measured "
+                "latency); got 0.0"
+            )
+        return self
+
 
 class MeasureConfig(BaseModel):
     """How models are measured (latency with a fixed thread count and batch size)."""

@@ -30,8 +30,8 @@ from torch import nn
 from medprune.criteria.base import Criterion
 from medprune.errors import ConfigError, DataError
 from medprune.graph.group import ActivationSite, PruningGroup
-from medprune.progress import progress_bar
 from medprune.measure.input_size import input_size_error
+from medprune.progress import progress_bar
 from medprune.tasks.targets import class_indices_like_inputs, targets_for_outputs
 
 logger = logging.getLogger(__name__)

@@ -26,6 +26,10 @@ def prune(
     target_macs: float | None = None,
     target_params: float | None = None,
     ratio: float | None = None,
+    target_latency: float | None = None,
+    latency_runtime: str = "torch",
+    latency_device: str | None = None,
+    latency_options: Mapping[str, Any] | None = None,
     calibration: Iterable[Any] | None = None,
     task: Any = None,
     fine_tune: TrainRecipe | None = None,
@@ -55,7 +59,14 @@ def prune(
         target_macs: fraction of MACs to remove, in ``[0, 1)``.
         target_params: fraction of parameters to remove.
         ratio: fraction of channels to remove (global ranking unless ``plan_kwargs`` says
-            otherwise). Exactly one of the three targets is required.
+            otherwise).
+        target_latency: fraction of the *measured* latency to remove, in ``(0, 1)``
+            (:mod:`medprune.latency`). Exactly one of the four targets is required.
+        latency_runtime: ``"torch"`` or ``"onnxruntime"`` (CPU only), for ``target_latency``.
+        latency_device: device the latency is measured on; None = ``device`` (``"cpu"`` for
+            ``onnxruntime``).
+        latency_options: further :class:`medprune.latency.LatencyOptions` fields (``threads``,
+            ``cache_dir``, ``tolerance``, ``calibrate``, ``repeats``, ...).
         calibration: batches ``(inputs, targets)`` for data-driven criteria.
         task: a :mod:`medprune.tasks` task (its loss drives gradient criteria and fine-tuning).
         fine_tune: recipe applied after each pruning step; None = no fine-tuning.
@@ -86,14 +97,34 @@ def prune(
             "example_inputs must be a tensor (B, C, *S) or a tuple of tensors; got "
             f"{type(example_inputs).__name__}."
         )
-    given = {k: v for k, v in (("macs", target_macs), ("params", target_params), ("ratio", ratio))}
-    given = {k: v for k, v in given.items() if v is not None}
+    given = {
+        k: v
+        for k, v in (
+            ("macs", target_macs),
+            ("params", target_params),
+            ("ratio", ratio),
+            ("latency", target_latency),
+        )
+        if v is not None
+    }
     if len(given) != 1:
         raise ConfigError(
-            "prune() needs exactly one of target_macs=, target_params=, ratio=; got "
-            f"{given or 'none'}."
+            "prune() needs exactly one of target_macs=, target_params=, ratio=, "
+            f"target_latency=; got {given or 'none'}."
         )
     target = Target(**given)
+    plan_kwargs = dict(plan_kwargs or {})
+    if target.kind == "latency":
+        from medprune.latency import LatencyOptions
+
+        plan_kwargs["latency"] = LatencyOptions(
+            **{
+                "runtime": latency_runtime,
+                "device": default_latency_device(latency_runtime, latency_device, device),
+                "progress": progress,
+                **dict(latency_options or {}),
+            }
+        )
     if fine_tune is not None and not isinstance(fine_tune, TrainRecipe):
         raise ConfigError(
             f"fine_tune must be a TrainRecipe or None; got {type(fine_tune).__name__}."
@@ -126,3 +157,13 @@ def prune(
     if iterative_steps == 1:
         return oneshot(model, example_inputs, **common)
     return iterative(model, example_inputs, n_steps=iterative_steps, schedule=schedule, **common)
+
+
+def default_latency_device(
+    runtime: str, latency_device: str | None, device: torch.device | str
+) -> str:
+    """The device a latency target is measured on: ``latency_device``, else the run's ``device``
+    (always ``"cpu"`` for ``onnxruntime``, which only measures its CPU execution provider)."""
+    if latency_device is not None:
+        return str(latency_device)
+    return "cpu" if runtime == "onnxruntime" else str(device)

@@ -24,38 +24,53 @@ from medprune.tasks.recipe import TrainRecipe
 
 @dataclass(frozen=True)
 class Target:
-    """What to remove: a fraction of MACs, of parameters, or a uniform channel ratio per group.
+    """What to remove: a fraction of MACs, of parameters, of measured latency, or a uniform
+    channel ratio per group.
 
-    Exactly one of ``macs``, ``params`` or ``ratio`` is set, each a fraction in ``[0, 1)``
-    (``Target(macs=0.5)`` = remove 50% of the MACs).
+    Exactly one of ``macs``, ``params``, ``ratio`` or ``latency`` is set, each a fraction in
+    ``[0, 1)`` (``Target(macs=0.5)`` = remove 50% of the MACs); ``latency`` must be in ``(0, 1)``
+    (``Target(latency=0.5)`` = halve the measured latency, see :mod:`medprune.latency`).
     """
 
     macs: float | None = None
     params: float | None = None
     ratio: float | None = None
+    latency: float | None = None
+
+    def _given(self) -> dict[str, float]:
+        pairs = (("macs", self.macs), ("params", self.params), ("ratio", self.ratio),
+                 ("latency", self.latency))  # fmt: skip
+        return {k: v for k, v in pairs if v is not None}
 
     def __post_init__(self) -> None:
-        given = {
-            k: v
-            for k, v in (("macs", self.macs), ("params", self.params), ("ratio", self.ratio))
-            if v is not None
-        }
+        given = self._given()
         if len(given) != 1:
             raise ConfigError(
-                f"Target needs exactly one of macs=, params=, ratio=; got {given or 'none'}."
+                "Target needs exactly one of macs=, params=, ratio=, latency=; got "
+                f"{given or 'none'}."
             )
         ((name, value),) = given.items()
-        if not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+        if name == "latency":
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (0.0 < float(value) < 1.0)
+            ):
+                raise ConfigError(
+                    "Target latency must be a fraction in (0, 1) (0.5 = remove half the measured "
+                    f"latency); got {value!r}."
+                )
+        elif not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
             raise ConfigError(f"Target {name} must be a fraction in [0, 1); got {value!r}.")
 
     @property
     def kind(self) -> str:
-        """``"macs"``, ``"params"`` or ``"ratio"``."""
-        return "macs" if self.macs is not None else "params" if self.params is not None else "ratio"
+        """``"macs"``, ``"params"``, ``"ratio"`` or ``"latency"``."""
+        return next(iter(self._given()))
 
     @property
     def value(self) -> float:
-        return float(next(v for v in (self.macs, self.params, self.ratio) if v is not None))
+        return float(next(iter(self._given().values())))
 
 
 class Guard(Protocol):

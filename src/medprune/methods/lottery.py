@@ -102,6 +102,12 @@ def _validate(
     max_retries: int,
     weight_growth: float,
 ) -> None:
+    if target.kind == "latency":
+        raise ConfigError(
+            "lottery prunes unstructured weights, which does not reduce dense latency; use "
+            f"Target(params=...) or Target(ratio=...), or a structured method (oneshot, "
+            f"iterative) for Target(latency={target.latency})."
+        )
     if target.kind == "macs":
         raise ConfigError(
             "lottery prunes unstructured weights, which does not reduce dense MACs; use "

@@ -14,6 +14,9 @@ channel indices; groups with nothing to remove are left out). Scopes:
   ``Target(params=x)`` removes the lowest-ranked channels until ``x`` of the MACs / parameters
   are gone, searched by bisection over the length of the ranking with ``graph.estimate`` (no
   re-tracing), to within 1 percentage point where the channel granularity allows.
+  ``Target(latency=x)`` removes ``x`` of the *measured* latency (runtime and device from
+  ``latency=LatencyOptions(...)``): a greedy knapsack over the groups with per-layer latency
+  tables, calibrated by measuring the pruned model (:mod:`medprune.latency`; global scope only).
 
 Constraints in every scope: at most ``max_per_layer`` of a group's channels go; a group keeps at
 least ``max(min_channels, group.min_channels)`` channels; channels go in whole blocks of
@@ -162,6 +165,7 @@ def plan_pruning(
     per_layer: Mapping[str, float] | None = None,
     tolerance: float = 0.01,
     head_input_max: float | None = 0.25,
+    latency: Any = None,
 ) -> dict[str, torch.Tensor]:
     """Choose the channels to remove.
 
@@ -185,6 +189,8 @@ def plan_pruning(
             head's input, e.g. the last decoder layer before a 1x1 segmentation head) may lose,
             in ``[0, 1)``; it only lowers ``max_per_layer`` for those groups. ``None``: no
             special cap. Protects the rare class's sparse detectors (see the module docstring).
+        latency: :class:`medprune.latency.LatencyOptions` for ``Target(latency=...)`` (runtime,
+            device, threads, cache, calibration); None = defaults (``torch`` on the model's device).
 
     Returns:
         ``{group.key: prune_idx}`` with sorted int64 group-channel indices.
@@ -231,6 +237,10 @@ def plan_pruning(
         ratios = [table[p] if (p := matches(s.group, list(table))) else default for s in slots]
         return _by_ratios(slots, ratios)
     assert target is not None
+    if target.kind == "latency":
+        from medprune.latency.planner import plan_latency
+
+        return plan_latency(graph, slots, target.value, latency)
     if scope == "uniform":
         if target.kind == "ratio":
             return _by_ratios(slots, [target.value] * len(slots))
@@ -255,6 +265,10 @@ def _validate(
         raise ConfigError(f"scope={scope!r} needs a target, e.g. Target(macs=0.5).")
     if target is not None and not isinstance(target, Target):
         raise ConfigError(f"target must be a medprune Target; got {type(target).__name__}.")
+    if target is not None and target.kind == "latency" and scope != "global":
+        raise ConfigError(
+            f"a latency target plans over all groups at once; scope must be 'global', got {scope!r}."
+        )
     if scope == "per_layer":
         if not per_layer:
             raise ConfigError("scope='per_layer' needs per_layer={pattern: ratio, ...}.")

@@ -69,7 +69,7 @@ def _new_plan(
 
 def _step_target(target: Target, attempt: float, prev: float, base: Any, current: Any) -> float:
     """Fraction of the *current* model to remove so that ``attempt`` of the original is gone."""
-    if target.kind == "ratio":
+    if target.kind in ("ratio", "latency"):  # latency: each step's planner measures its cut
         return 1.0 - (1.0 - attempt) / (1.0 - prev)
     b, c = getattr(base, target.kind), getattr(current, target.kind)
     return 1.0 - b * (1.0 - attempt) / c if c else 0.0
@@ -144,6 +144,10 @@ def run_steps(
             if score_ema is not None:
                 scores = blend_scores(scores, kept_scores, float(score_ema))
             prune_idx = plan_pruning(graph, scores, step_t, **plan_kwargs)
+            if target.kind == "latency":  # predicted vs measured cuts of the planner
+                from medprune.latency.planner import last_report
+
+                record["latency"] = last_report()
             step = prune_channels(candidate, graph, prune_idx)
             record["channels_removed"] = int(sum(len(v) for v in prune_idx.values()))
             record["prune_seconds"] = time.perf_counter() - t0

@@ -141,6 +141,11 @@ def prune_model(
     kwargs = method_options(setup.config.prune.options if options is None else options, name)
     if method_name in CRITERION_METHODS:
         kwargs.setdefault("criterion", criterion or setup.config.prune.criterion)
+    if target.kind == "latency":
+        kwargs["plan_kwargs"] = {
+            **dict(kwargs.get("plan_kwargs") or {}),
+            "latency": latency_options(setup, method_name),
+        }
     setup = setup.for_seed(seed)
     torch.manual_seed(seed)
     model = copy.deepcopy(base).to(setup.device)
@@ -153,6 +158,32 @@ def prune_model(
     if not result.method:
         result.method = method_name
     return result
+
+
+def latency_options(setup: RunSetup, method_name: str) -> Any:
+    """:class:`~medprune.latency.LatencyOptions` of a ``prune.target: latency`` run.
+
+    Runtime and device from ``prune.latency_runtime`` / ``prune.latency_device`` (None = the run's
+    device; ``cpu`` for ``onnxruntime``), threads from ``measure.threads``. Only the criteria methods plan to a latency.
+    """
+    from medprune.latency import LatencyOptions
+
+    if method_name not in CRITERION_METHODS:
+        raise ConfigError(
+            f"method {method_name!r} cannot honour prune.target: latency; use "
+            f"{' or '.join(CRITERION_METHODS)} (or a criterion name), or a macs / params target."
+        )
+    from medprune.methods.api import default_latency_device
+
+    config = setup.config
+    return LatencyOptions(
+        runtime=config.prune.latency_runtime,
+        device=default_latency_device(
+            config.prune.latency_runtime, config.prune.latency_device, setup.device
+        ),
+        threads=config.measure.threads,
+        progress=config.progress,
+    )
 
 
 def base_record(
