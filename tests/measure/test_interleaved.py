@@ -164,3 +164,17 @@ def test_noise_line_and_json() -> None:
     d = single.to_dict()
     assert not single.interleaved and d["ci_low_ms"] <= d["median_ms"] <= d["ci_high_ms"]
     assert d["spread_pct"] >= 0 and d["noise_pct"] >= 0
+
+
+def test_onnx_timing_sessions_do_not_spin(tmp_path: Path) -> None:
+    """Sessions timed in turn must not leave spinning worker threads competing with the next one."""
+    from medprune.measure import export_onnx
+    from medprune.measure.latency import ort_session
+
+    x = torch.randn(1, 1, 8, 8)
+    path = export_onnx(torch.nn.Conv2d(1, 2, 3), x, tmp_path / "m.onnx")
+    session, _ = ort_session(path, (x,), threads=1)
+    entry = session.get_session_options().get_session_config_entry(
+        "session.intra_op.allow_spinning"
+    )
+    assert entry == "0"

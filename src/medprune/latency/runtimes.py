@@ -234,7 +234,8 @@ class OnnxRuntime(Runtime):
     def versions(self) -> dict[str, str]:
         import onnxruntime as ort
 
-        return {"torch": torch.__version__, "onnxruntime": ort.__version__}
+        # tables timed with spinning worker threads (before 2026-12) are not reused
+        return {"torch": torch.__version__, "onnxruntime": ort.__version__, "spinning": "off"}
 
     def prepare(self, model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Callable[[], object]:
         import onnxruntime as ort
@@ -247,6 +248,9 @@ class OnnxRuntime(Runtime):
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # idle worker threads sleep instead of spinning: models timed in turn (interleaved) would
+            # otherwise compete with the spinning threads of the session that ran before them
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
         feed = {n: t.detach().cpu().numpy() for n, t in zip(names, inputs, strict=False)}
