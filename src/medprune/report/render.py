@@ -190,10 +190,12 @@ def render_html(
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
-    for i, (heading, body) in enumerate(sections):
+    n_tables = 0  # tables are numbered on their own: table-0 is the first table (Results)
+    for heading, body in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         if isinstance(body, Table):
-            parts.append(_html_table(body, f"table-{i}"))
+            parts.append(_html_table(body, f"table-{n_tables}"))
+            n_tables += 1
         else:
             parts.append(f"<p>{html.escape(body)}</p>")
     if images:
