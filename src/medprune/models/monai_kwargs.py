@@ -71,7 +71,7 @@ def accepted_keys(name: str, fn: Callable[..., Any]) -> list[str] | None:
     ``DenseNet121`` -> ``DenseNet``, ``SEResNet50`` -> ``SENet``) accepts the union, minus
     the base arguments the wrapper fills itself.
     """
-    own = _parameters(fn)
+    own = parameter_names(fn)
     if own is None:
         return None
     takes_any = any(k.startswith("**") for k in own)
@@ -82,7 +82,7 @@ def accepted_keys(name: str, fn: Callable[..., Any]) -> list[str] | None:
     if target is None:
         return None
     base, filled = target
-    base_names = [k for k in (_parameters(base) or []) if not k.startswith("**")]
+    base_names = [k for k in (parameter_names(base) or []) if not k.startswith("**")]
     return names + [k for k in base_names if k not in names and k not in filled]
 
 
@@ -124,7 +124,8 @@ def monai_kwargs(
     return out
 
 
-def _parameters(fn: Callable[..., Any]) -> list[str] | None:
+def parameter_names(fn: Callable[..., Any]) -> list[str] | None:
+    """Keyword arguments ``fn`` accepts (``**kwargs`` as ``"**kwargs"``); None without a signature."""
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
@@ -147,7 +148,7 @@ def _forward_target(name: str, fn: Callable[..., Any]) -> tuple[Any, frozenset[s
     if inspect.isclass(fn):  # a subclass handing **kwargs to its parent
         for base in fn.__mro__[1:]:
             if base.__module__.startswith("monai.") and "__init__" in vars(base):
-                return base, frozenset(_parameters(fn) or ())
+                return base, frozenset(parameter_names(fn) or ())
     return None
 
 

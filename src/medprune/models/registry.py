@@ -68,7 +68,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from medprune.errors import ConfigError
-from medprune.models.monai_kwargs import monai_kwargs
+from medprune.models.monai_kwargs import monai_kwargs, parameter_names
 from medprune.registry import Registry
 
 __all__ = ["MONAI_MODELS", "create_model", "list_models", "register_model"]
@@ -179,17 +179,7 @@ def model_accepts(name: str, key: str) -> bool:
 
 def accepted_parameters(fn: Callable[..., Any]) -> list[str]:
     """Names of the keyword arguments ``fn`` accepts (``**kwargs`` shown as ``**name``)."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return []
-    names = []
-    for p in params:
-        if p.kind is p.VAR_KEYWORD:
-            names.append(f"**{p.name}")
-        elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-            names.append(p.name)
-    return names
+    return parameter_names(fn) or []
 
 
 def _build(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> nn.Module:
