@@ -213,6 +213,7 @@ def run_compare(
     from medprune.pipeline import (
         FINETUNE_CONTROL,
         base_record,
+        check_latency_target,
         make_target,
         obtain_base,
         run_record,
@@ -231,6 +232,7 @@ def run_compare(
 
     cc = config.compare
     _check_names(cc.methods)
+    check_latency_target(config, cc.methods)
     out_dir = choose_out_dir(
         config,
         verb="compare",

@@ -27,10 +27,13 @@ class FakeRuntime(Runtime):
 
     name = "fake"
 
-    def __init__(self, *, threads: int = 1, quantum: int = 1, version: str = "1") -> None:
+    def __init__(
+        self, *, threads: int = 1, quantum: int = 1, version: str = "1", spread: float = 0.0
+    ) -> None:
         super().__init__(torch.device("cpu"), threads=threads)
         self.quantum = quantum
         self.version = version
+        self.spread = spread  # the run-to-run spread (%) every timing reports
         self.timings = 0
 
     def versions(self) -> dict[str, str]:
@@ -40,12 +43,18 @@ class FakeRuntime(Runtime):
     def device_name(self) -> str:
         return "fake cpu"
 
-    def time_module(self, module: nn.Module, input_shape: tuple[int, ...], **_: object) -> float:
+    def time_module_spread(
+        self, module: nn.Module, input_shape: tuple[int, ...], **_: object
+    ) -> tuple[float, float]:
         self.timings += 1
         if isinstance(module, nn.Linear):
-            return step_cost(module.in_features, module.out_features, 1, 1, self.quantum)
-        spatial = math.prod(input_shape[2:])
-        return step_cost(input_shape[1], module.out_channels, spatial, module.groups, self.quantum)
+            cost = step_cost(module.in_features, module.out_features, 1, 1, self.quantum)
+        else:
+            spatial = math.prod(input_shape[2:])
+            cost = step_cost(
+                input_shape[1], module.out_channels, spatial, module.groups, self.quantum
+            )
+        return cost, self.spread
 
     def model_ms(self, model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> float:
         total = 0.0

@@ -32,3 +32,23 @@ def test_unknown_latency_runtime_is_a_usage_error(capsys) -> None:
     with pytest.raises(SystemExit):
         _parse("--target-latency", "0.4", "--latency-runtime", "tourch")
     assert "invalid choice: 'tourch'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.2", "nan"])
+def test_out_of_range_target_latency_names_the_flag(value: str) -> None:
+    from medprune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--target-latency must be a fraction in \(0, 1\)"):
+        build_config(_parse(f"--target-latency={value}"))
+
+
+def test_latency_device_and_refresh_flags() -> None:
+    cfg = build_config(
+        _parse("--target-latency", "0.3", "--latency-device", "auto", "--latency-refresh")
+    )
+    assert (cfg.prune.latency_device, cfg.prune.latency_refresh) == ("auto", True)
+    parser, _ = build_parser()
+    from medprune.cli.compare import run  # noqa: F401 - the compare verb takes the same flags
+
+    args = parser.parse_args(["compare", "--target-kind", "latency", "--latency-device", "cpu"])
+    assert args.latency_device == "cpu"

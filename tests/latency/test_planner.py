@@ -86,8 +86,10 @@ def test_calibration_hits_target_within_tolerance(tmp_path) -> None:
     torch.manual_seed(0)
     model, x = create_model("tiny_unet"), torch.randn(1, 1, 16, 16)
     rt = FakeRuntime()
-    opts = {"runtime": rt, "cache_dir": tmp_path, "calibrate": 3, "tolerance": 0.05}
-    result = medprune.prune(model, x, target_latency=0.35, latency_options=opts, progress=False)
+    opts = {"cache_dir": tmp_path, "calibrate": 3, "tolerance": 0.05}
+    result = medprune.prune(
+        model, x, target_latency=0.35, latency_runtime=rt, latency_options=opts, progress=False
+    )
     cut = 1.0 - rt.model_ms(result.model, (x,)) / rt.model_ms(model, (x,))
     assert abs(cut - 0.35) <= 0.05 + 0.03  # greedy granularity on a tiny model
     assert result.summary["target"] == {"latency": 0.35}
@@ -100,9 +102,15 @@ def test_iterative_schedule_on_latency(tmp_path) -> None:
     torch.manual_seed(0)
     model, x = create_model("tiny_resnet"), torch.randn(1, 1, 16, 16)
     rt = FakeRuntime()
-    opts = {"runtime": rt, "cache_dir": tmp_path, "calibrate": 2, "tolerance": 0.04}
+    opts = {"cache_dir": tmp_path, "calibrate": 2, "tolerance": 0.04}
     result = medprune.prune(
-        model, x, target_latency=0.4, iterative_steps=2, latency_options=opts, progress=False
+        model,
+        x,
+        target_latency=0.4,
+        iterative_steps=2,
+        latency_runtime=rt,
+        latency_options=opts,
+        progress=False,
     )
     assert result.summary["steps"] == 2
     cut = 1.0 - rt.model_ms(result.model, (x,)) / rt.model_ms(model, (x,))

@@ -126,6 +126,36 @@ def parse_model_kwargs(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+#: ``{argument attribute: config key}`` of :func:`add_latency_arguments`.
+LATENCY_FLAGS = {
+    "latency_runtime": "prune.latency_runtime",
+    "latency_device": "prune.latency_device",
+    "latency_refresh": "prune.latency_refresh",
+}
+
+
+def add_latency_arguments(group: argparse._ArgumentGroup) -> None:
+    """``--latency-runtime``, ``--latency-device``, ``--latency-refresh`` (a latency target)."""
+    group.add_argument(
+        "--latency-runtime",
+        choices=("torch", "onnxruntime"),
+        help="runtime a latency target is measured on (default torch; onnxruntime: CPU only)",
+    )
+    group.add_argument(
+        "--latency-device",
+        metavar="DEV",
+        help="device a latency target is measured on: cpu, cuda, cuda:N or auto (default: the "
+        "run's --device; cpu for onnxruntime)",
+    )
+    group.add_argument(
+        "--latency-refresh",
+        action="store_const",
+        const=True,
+        help="measure the latency tables again instead of reading them from the cache "
+        "($MEDPRUNE_CACHE_DIR/latency, else ~/.cache/medprune/latency)",
+    )
+
+
 def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
     """``--overwrite``: write into a folder that holds another run's finished results."""
     parser.add_argument(

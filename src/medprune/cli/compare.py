@@ -8,7 +8,9 @@ import typing
 from pathlib import Path
 
 from medprune.cli._common import (
+    LATENCY_FLAGS,
     add_config_arguments,
+    add_latency_arguments,
     add_overwrite_argument,
     add_train_arguments,
     command_line,
@@ -34,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=typing.get_args(TargetKind),
         help="what the targets are fractions of (config key `prune.target`)",
     )
+    add_latency_arguments(group)
     group.add_argument("--checkpoint", type=Path, help="base model.pt (default: train one)")
     group.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs of every run")
     group.add_argument("--retry-failed", action="store_true", help="rerun cells that failed before")
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
             "target_kind": "prune.target",
             "finetune_epochs": "prune.finetune.epochs",
             "retry_failed": "compare.retry_failed",
+            **LATENCY_FLAGS,
         },
     )
     result = run_compare(

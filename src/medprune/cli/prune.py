@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from medprune.cli._common import (
+    LATENCY_FLAGS,
     add_config_arguments,
+    add_latency_arguments,
     add_overwrite_argument,
     add_train_arguments,
     command_line,
@@ -16,14 +18,17 @@ from medprune.cli._common import (
     echo,
 )
 
-HELP = "Prune a model to a MACs / params budget with one criterion or method; report before/after."
+HELP = (
+    "Prune a model to a MACs / params / measured-latency budget with one criterion or method; "
+    "report before/after."
+)
 
 PRUNE_FLAGS = {
     "criterion": "prune.criterion",
     "method": "prune.method",
     "finetune_epochs": "prune.finetune.epochs",
     "calibration_size": "prune.calibration_size",
-    "latency_runtime": "prune.latency_runtime",
+    **LATENCY_FLAGS,
 }
 
 
@@ -52,11 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="F",
         help="remove this fraction of the measured latency (0 < F < 1; oneshot / iterative)",
     )
-    group.add_argument(
-        "--latency-runtime",
-        choices=("torch", "onnxruntime"),
-        help="runtime --target-latency is measured on (default torch; onnxruntime: CPU only)",
-    )
+    add_latency_arguments(group)
     group.add_argument(
         "--checkpoint", type=Path, help="base model.pt to prune (default: train one)"
     )
@@ -91,14 +92,29 @@ def build_config(args: argparse.Namespace) -> Any:
         ("ratio", "ratio"),
         ("target_latency", "latency"),
     ):
-        if getattr(args, flag) is not None:
-            values = {"prune.target": kind, "prune.amount": getattr(args, flag)}
+        amount = getattr(args, flag)
+        if amount is not None:
+            _check_amount(flag, amount)
+            values = {"prune.target": kind, "prune.amount": amount}
     if args.max_recall_drop is not None:
         values["prune.guard"] = {"max_recall_drop": args.max_recall_drop}
     config = config_from_args(args, PRUNE_FLAGS, values=values)
     if args.criterion and not args.method and config.prune.method not in ("oneshot", "iterative"):
         config = update_config(config, {"prune.method": "oneshot"})
     return config
+
+
+def _check_amount(flag: str, amount: float) -> None:
+    """A target flag's fraction: ``[0, 1)``, ``(0, 1)`` for ``--target-latency``."""
+    from medprune.errors import ConfigError
+
+    low_ok = flag != "target_latency"
+    if not (0.0 <= amount < 1.0) or (amount == 0.0 and not low_ok):
+        interval = "[0, 1)" if low_ok else "(0, 1)"
+        raise ConfigError(
+            f"--{flag.replace('_', '-')} must be a fraction in {interval} (0.5 = remove half); "
+            f"got {amount:g}."
+        )
 
 
 def run(args: argparse.Namespace) -> int:

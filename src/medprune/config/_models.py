@@ -224,6 +224,11 @@ class PruneConfig(BaseModel):
         description="target `latency`: the device it is measured on (null = the run's `device`)",
         json_schema_extra=_allowed(f"null or {DEVICE_ALLOWED}"),
     )
+    latency_refresh: bool = Field(
+        False,
+        description="target `latency`: measure the latency tables again instead of reading the "
+        "cache (e.g. after timings taken on a busy machine); the new ones replace the cached",
+    )
     calibration_size: int = Field(
         64, gt=0, description="images in the calibration subset of data-driven criteria"
     )

@@ -96,6 +96,7 @@ class PruningGraph:
         self.model_class = type(model).__name__
         self.stale = False
         self.probed: list[tuple[str, str, bool]] = []  # (op key, kind, follows the channels)
+        self.trace_digest = ""  # what the traced forward computes (see trace_digest())
         self._grouping = grouping
         self._index = {g.key: i for i, g in enumerate(self.groups)}
         sizes = [g.n_channels for g in self.groups]
@@ -291,7 +292,23 @@ def build_graph(
     pinned = sorted(state.pinned_ops.items())
     graph = PruningGraph(model, grouping, pinned, args, exported.output_shapes)
     graph.probed = probed
+    graph.trace_digest = trace_digest(exported)
     return graph
+
+
+def trace_digest(exported: ExportedGraph) -> str:
+    """SHA-256 (hex, 32 chars) of the traced ops, their parameters and output shapes: equal for
+    two models whose forward computes the same thing at the same input shapes, different when
+    ``forward`` changes even though the modules (and ``repr(model)``) stay the same."""
+    import hashlib
+
+    lines = []
+    for node in exported.graph.nodes:
+        val = node.meta.get("val")
+        shape = tuple(val.shape) if isinstance(val, torch.Tensor) else None
+        target = exported.tensor_names.get(node.name, node.target)
+        lines.append(f"{node.op} {target} {shape} {len(node.args)}")
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:32]
 
 
 def _untraced_parameters(model: nn.Module, exported: ExportedGraph) -> list[str]:

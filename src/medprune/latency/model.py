@@ -20,6 +20,7 @@ the remaining error by measuring the pruned model (calibration).
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,11 +31,13 @@ from torch import nn
 from medprune.latency.cache import LatencyCache
 from medprune.latency.runtimes import Runtime
 from medprune.latency.table import (
+    NOISY_SPREAD_PCT,
     LayerCall,
     TableEntry,
     TableSettings,
     capture_calls,
     measure_entry,
+    noisy,
     width_grid,
 )
 from medprune.latency.timer import interleaved_latency
@@ -202,8 +205,20 @@ class LatencyModel:
                 module, layer.call, _dim_grid(layer.ins, sizes, grids, settings),
                 _dim_grid(layer.outs, sizes, grids, settings), runtime, settings, cache,
             )  # fmt: skip
-        measured = _model_ms(model, inputs, runtime, cache) if measure_model else None
+        measured = (
+            _model_ms(model, inputs, runtime, cache, getattr(graph, "trace_digest", ""), settings)
+            if measure_model
+            else None
+        )
         result = cls(keys, sizes, grids, layers, measured_ms=measured)
+        if settings.counters.get("noisy"):
+            warnings.warn(
+                f"{settings.counters['noisy']} latency table timing(s) stayed noisy (spread over "
+                f"{NOISY_SPREAD_PCT:.0f}% twice): another process is probably using the cores. "
+                "The tables are used for this run but not cached; for a reliable plan rerun on a "
+                "quiet machine (or with fewer threads).",
+                stacklevel=2,
+            )
         logger.info(
             "latency model on %s/%s: %d layer calls, measured %.3f ms, tables sum %.3f ms",
             runtime.name, runtime.device, len(layers), measured or float("nan"),
@@ -226,22 +241,30 @@ def _dim_grid(
 
 
 def _model_ms(
-    model: nn.Module, inputs: tuple[torch.Tensor, ...], runtime: Runtime, cache: LatencyCache | None
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    runtime: Runtime,
+    cache: LatencyCache | None,
+    digest: str,
+    settings: TableSettings,
 ) -> float:
-    """Real latency of the full model (cached by structure, input shape and runtime)."""
+    """Real latency of the full model, cached by what its traced forward computes (``digest``,
+    so an edited ``forward`` is measured afresh), its structure, input shape and runtime."""
     key = {
         "model": type(model).__name__,
         "structure": repr(model),
+        "trace": digest,
         "inputs": [list(t.shape) for t in inputs],
+        **settings.key(),
         **runtime.fingerprint(),
     }
     if cache is not None:
-        found = cache.get(key)
+        found = cache.get(key, float)
         if found is not None:
-            return float(found)
+            return found
     import copy
 
     (timing,) = interleaved_latency([copy.deepcopy(model)], inputs, runtime=runtime, repeats=7)
-    if cache is not None:
+    if cache is not None and not noisy(timing.spread_pct, timing.median_ms):
         cache.put(key, timing.median_ms)
     return timing.median_ms

@@ -75,6 +75,8 @@ class LatencyOptions:
         table_mode, max_points, repeats, warmup, budget_ms: table settings (see
             :class:`~medprune.latency.table.TableSettings`).
         progress: progress bar while the table is measured.
+        refresh: measure the tables again instead of reading the cache (and store the new ones),
+            e.g. after timings taken on a busy machine.
     """
 
     runtime: str | Runtime = "torch"
@@ -92,15 +94,12 @@ class LatencyOptions:
     warmup: int = 2
     budget_ms: float = 250.0
     progress: bool = True
+    refresh: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.runtime, str):
-            from medprune.latency.runtimes import RUNTIMES
-
-            RUNTIMES.get(self.runtime)  # did-you-mean error before any work
-            if self.runtime == "onnxruntime" and self.device is not None and \
-                    str(self.device).startswith("cuda"):  # fmt: skip
-                get_runtime(self.runtime, self.device)  # raises the clear error
+            # a name typo (did-you-mean), a bad device or thread count fail here, before any work
+            get_runtime(self.runtime, self.device, threads=self.threads)
         elif not isinstance(self.runtime, Runtime):
             raise ConfigError(
                 f"latency runtime must be a name or a Runtime; got {type(self.runtime).__name__}."
@@ -134,7 +133,8 @@ class LatencyOptions:
     def make_cache(self) -> LatencyCache | None:
         if self.cache_dir is False:
             return None
-        return LatencyCache(None if self.cache_dir in (None, True) else self.cache_dir)  # type: ignore[arg-type]
+        folder = None if self.cache_dir in (None, True) else self.cache_dir
+        return LatencyCache(folder, refresh=self.refresh)  # type: ignore[arg-type]
 
 
 def build_latency_model(
@@ -255,11 +255,17 @@ def measured_cut(graph: Any, prune_idx: dict[str, torch.Tensor], runtime: Runtim
                  inputs: Any, repeats: int) -> tuple[float, float, float]:  # fmt: skip
     """``(cut, base_ms, pruned_ms)``: the pruned copy's measured latency cut vs the model's."""
     from medprune.graph import prune_channels
+    from medprune.latency.table import noisy
 
     g2 = copy.deepcopy(graph)
     prune_channels(g2.model, g2, prune_idx, check=False)
     base = copy.deepcopy(graph.model)
     tb, tp = interleaved_latency([base, g2.model], inputs, runtime=runtime, repeats=repeats)
+    if noisy(tb.spread_pct, tb.median_ms) or noisy(tp.spread_pct, tp.median_ms):
+        # a busy period: measure once more, keep the steadier of the two
+        again = interleaved_latency([base, g2.model], inputs, runtime=runtime, repeats=repeats)
+        if max(r.spread_pct for r in again) < max(tb.spread_pct, tp.spread_pct):
+            tb, tp = again
     return 1.0 - tp.median_ms / tb.median_ms, tb.median_ms, tp.median_ms
 
 
@@ -301,6 +307,7 @@ def plan_latency(
     history: list[dict[str, float]] = []
     seen: dict[tuple[tuple[str, int], ...], float] = {}  # plan -> measured cut
     best: tuple[float, dict[str, torch.Tensor]] | None = None
+    closest: dict[str, float] = {}
     p = goal
     for _ in range(4 * max(options.calibrate, 1)):
         widths, predicted = greedy_plan(slots, lat, p, lookahead=options.lookahead)
@@ -329,6 +336,7 @@ def plan_latency(
             )  # fmt: skip
             if best is None or abs(cut - goal) < best[0]:
                 best = (abs(cut - goal), prune_idx)
+                closest = history[-1]
         if abs(cut - goal) <= options.tolerance or len(history) >= options.calibrate:
             break
         p_new = p + (goal - cut) if repeated else _next_goal(history, goal)
@@ -339,10 +347,16 @@ def plan_latency(
     assert best is not None
     if best[0] > options.tolerance:
         logger.warning(
-            "latency target %.3f: closest measured cut misses it by %.3f (tolerance %.3f)",
-            goal, best[0], options.tolerance,
+            "latency target %.3f: the closest measured cut (%.3f) misses it by %.3f (tolerance "
+            "%.3f); the timings may be noisy (a busy machine: rerun when it is quiet, with "
+            "refresh=True / --latency-refresh), or the latency moves in coarse steps here",
+            goal, closest["measured"], best[0], options.tolerance,
         )  # fmt: skip
-    report.update(base_ms=lat.base_ms, history=history)
+    report.update(
+        base_ms=lat.base_ms, history=history, measured=closest["measured"],
+        measured_base_ms=closest["base_ms"], measured_pruned_ms=closest["pruned_ms"],
+        missed=best[0] > options.tolerance,
+    )  # fmt: skip
     _LAST_REPORT.update(report)
     return best[1]
 

@@ -30,6 +30,11 @@ from medprune.registry import Registry
 
 RUNTIMES: Registry[type[Runtime]] = Registry("latency runtime")
 
+_DEVICE_FIX = (
+    "Measure on the CPU: latency_device='cpu' in Python, --latency-device cpu on the command line "
+    "(config key prune.latency_device)."
+)
+
 
 def register_runtime(name: str) -> Callable[[type[Runtime]], type[Runtime]]:
     """Register a :class:`Runtime` subclass under ``name``."""
@@ -51,7 +56,17 @@ def get_runtime(
             (``onnxruntime`` on CUDA), CUDA without a GPU, or a bad thread count.
     """
     cls = RUNTIMES.get(name)
-    return cls(torch.device(device if device is not None else "cpu"), threads=threads)
+    if device is None or device == "auto":
+        use_cuda = device == "auto" and name != "onnxruntime" and torch.cuda.is_available()
+        device = "cuda" if use_cuda else "cpu"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"latency device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}. "
+            f"{_DEVICE_FIX}"
+        ) from None
+    return cls(resolved, threads=threads)
 
 
 @functools.cache
@@ -72,8 +87,9 @@ def _median_time(
     warmup: int,
     repeats: int,
     budget_ms: float | None,
-) -> float:
-    """Median wall time of ``fn`` in ms.
+) -> tuple[float, float]:
+    """``(median, spread)``: median wall time of ``fn`` in ms and its run-to-run spread (half the
+    p10-p90 range as a percentage of the median; 0 for fewer than 3 runs).
 
     At least one untimed warm-up call; with ``budget_ms``, a call slower than the budget ends the
     warm-up and the repeats are cut so that they take about ``budget_ms`` (at least one).
@@ -95,7 +111,11 @@ def _median_time(
         fn()
         sync()
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    median = statistics.median(times)
+    if len(times) < 3 or median <= 0:
+        return median, 0.0
+    deciles = statistics.quantiles(times, n=10, method="inclusive")
+    return median, 100.0 * (deciles[-1] - deciles[0]) / (2.0 * median)
 
 
 class Runtime:
@@ -121,12 +141,13 @@ class Runtime:
     def check_device(self) -> None:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(
-                f"latency device {str(self.device)!r} needs CUDA, which is not available here; "
-                "use latency_device='cpu'."
+                f"latency device {str(self.device)!r} needs CUDA, which is not available here. "
+                f"{_DEVICE_FIX}"
             )
         if self.device.type not in ("cpu", "cuda"):
             raise ConfigError(
-                f"latency device must be 'cpu' or 'cuda[:N]'; got {str(self.device)!r}."
+                f"latency device must be 'cpu' or 'cuda[:N]'; got {str(self.device)!r}. "
+                f"{_DEVICE_FIX}"
             )
 
     @property
@@ -168,6 +189,20 @@ class Runtime:
         budget_ms: float | None = 300.0,
     ) -> float:
         """Median latency in ms of ``module`` on a random input ``input_shape`` (e.g. ``(B, C, *S)``)."""
+        return self.time_module_spread(
+            module, input_shape, warmup=warmup, repeats=repeats, budget_ms=budget_ms
+        )[0]
+
+    def time_module_spread(
+        self,
+        module: nn.Module,
+        input_shape: tuple[int, ...],
+        *,
+        warmup: int = 2,
+        repeats: int = 10,
+        budget_ms: float | None = 300.0,
+    ) -> tuple[float, float]:
+        """:meth:`time_module` and the timings' spread in percent (see :func:`_median_time`)."""
         x = torch.randn(input_shape)
         with _threads(self.threads):
             fn = self.prepare(module, (x,))
@@ -222,7 +257,7 @@ class OnnxRuntime(Runtime):
         if self.device.type != "cpu":
             raise ConfigError(
                 f"latency runtime 'onnxruntime' measures the CPU execution provider only; got "
-                f"device {str(self.device)!r}. Use latency_device='cpu', or runtime 'torch' for CUDA."
+                f"device {str(self.device)!r}. {_DEVICE_FIX} Use runtime 'torch' to time CUDA."
             )
         try:
             import onnxruntime  # noqa: F401

@@ -233,8 +233,27 @@ class TableEntry:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TableEntry:
-        return cls(str(d["mode"]), [int(v) for v in d["in_grid"]],
-                   [int(v) for v in d["out_grid"]], d["values"])  # fmt: skip
+        """Rebuild an entry from :meth:`to_dict`; ``ValueError`` / ``TypeError`` / ``KeyError``
+        when a field is missing or not a number (a damaged cache file)."""
+        mode = str(d["mode"])
+        in_grid = [int(v) for v in d["in_grid"]]
+        out_grid = [int(v) for v in d["out_grid"]]
+        raw = d["values"]
+        values: Any
+        if mode == "separable":
+            values = {"row": [float(v) for v in raw["row"]], "col": [float(v) for v in raw["col"]]}
+            shapes_ok = len(values["row"]) == len(in_grid) and len(values["col"]) == len(out_grid)
+        elif mode == "diagonal":
+            values = [float(v) for v in raw]
+            shapes_ok = len(values) == len(out_grid)
+        elif mode == "dense":
+            values = [[float(v) for v in r] for r in raw]
+            shapes_ok = len(values) == len(in_grid) and all(len(r) == len(out_grid) for r in values)
+        else:
+            raise ValueError(f"unknown table mode {mode!r}")
+        if not shapes_ok:
+            raise ValueError("table values do not match its grid")
+        return cls(mode, in_grid, out_grid, values)
 
 
 @dataclass
@@ -257,6 +276,24 @@ class TableSettings:
     budget_ms: float = 250.0
     dense_max_macs: int = 50_000_000
     counters: dict[str, int] = field(default_factory=lambda: {"timings": 0})
+
+    def key(self) -> dict[str, Any]:
+        """The settings a timing depends on, for cache keys (more repeats = a new table)."""
+        return {"warmup": self.warmup, "repeats": self.repeats, "budget_ms": self.budget_ms}
+
+
+#: A timing whose run-to-run spread (half the p10-p90 range over the median) exceeds this many
+#: percent, and :data:`NOISY_SPREAD_MS` in absolute terms, is noisy: another process competed for
+#: the cores. Such a table point is timed once more and the lower median kept; a table still
+#: noisy then is used but never cached.
+NOISY_SPREAD_PCT = 25.0
+#: Jitter below this (ms) is scheduler / timer noise of sub-millisecond calls, not a busy machine.
+NOISY_SPREAD_MS = 0.05
+
+
+def noisy(spread_pct: float, median_ms: float) -> bool:
+    """True for a timing whose spread (percent of ``median_ms``) says the machine was busy."""
+    return spread_pct > NOISY_SPREAD_PCT and spread_pct / 100.0 * median_ms > NOISY_SPREAD_MS
 
 
 def choose_mode(
@@ -285,19 +322,27 @@ def measure_entry(
     if mode == "diagonal":
         in_grid = [call.c_in]
     key_parts = {"layer": signature(module, call), "mode": mode, "in_grid": in_grid,
-                 "out_grid": out_grid, **runtime.fingerprint()}  # fmt: skip
+                 "out_grid": out_grid, **settings.key(), **runtime.fingerprint()}  # fmt: skip
     if cache is not None:
-        found = cache.get(key_parts)
+        found = cache.get(key_parts, TableEntry.from_dict)
         if found is not None:
-            return TableEntry.from_dict(found)
+            return found
+    noisy_points = 0
 
     def t(c_in: int, c_out: int) -> float:
+        nonlocal noisy_points
         layer, shape = resized_layer(module, call, c_in, c_out)
-        settings.counters["timings"] = settings.counters.get("timings", 0) + 1
-        return runtime.time_module(
-            layer, shape, warmup=settings.warmup, repeats=settings.repeats,
-            budget_ms=settings.budget_ms,
-        )  # fmt: skip
+        timings = []
+        for _ in range(2):  # a noisy timing (busy machine) is repeated once; the lower one counts
+            settings.counters["timings"] = settings.counters.get("timings", 0) + 1
+            timings.append(runtime.time_module_spread(
+                layer, shape, warmup=settings.warmup, repeats=settings.repeats,
+                budget_ms=settings.budget_ms,
+            ))  # fmt: skip
+            if not noisy(timings[-1][1], timings[-1][0]):
+                return timings[-1][0]
+        noisy_points += 1
+        return min(ms for ms, _ in timings)
 
     values: Any
     if mode == "diagonal":
@@ -310,6 +355,7 @@ def measure_entry(
     else:
         values = [[t(ci, co) for co in out_grid] for ci in in_grid]
     entry = TableEntry(mode, in_grid, out_grid, values)
-    if cache is not None:
+    settings.counters["noisy"] = settings.counters.get("noisy", 0) + noisy_points
+    if cache is not None and not noisy_points:
         cache.put(key_parts, entry.to_dict())
     return entry

@@ -40,6 +40,12 @@ class InterleavedTiming:
         """``(p90 - p10) / median``: the relative spread."""
         return (self.p90_ms - self.p10_ms) / self.median_ms if self.median_ms else 0.0
 
+    @property
+    def spread_pct(self) -> float:
+        """Half the p10-p90 range as a percentage of the median (as
+        :attr:`medprune.measure.LatencyResult.spread_pct`)."""
+        return 50.0 * self.spread
+
 
 def _stats(times: list[float]) -> InterleavedTiming:
     s = sorted(times)

@@ -89,17 +89,24 @@ def repeat_batch(inputs: InputTuple, batch_size: int | None) -> InputTuple:
 
 
 def check_device(device: str | torch.device) -> torch.device:
-    """Parse ``device`` and check that it exists on this machine."""
+    """Parse ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``: CUDA when present, else
+    the CPU) and check that it exists on this machine.
+
+    Raises:
+        ConfigError: a name torch does not know (``"gpu"``), or CUDA on a machine without it.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"device must be 'cpu' or 'cuda[:N]'; got {device!r}.") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
-            f"device {device!r} requested but CUDA is not available; use device='cpu'."
-        )
+            f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}."
+        ) from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r} requested but CUDA is not available; use 'cpu'.")
     if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device must be 'cpu' or 'cuda[:N]'; got {device!r}.")
+        raise ConfigError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}.")
     return dev
 
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from medprune.criteria.base import Criterion
 from medprune.errors import ConfigError
+from medprune.measure._inputs import check_device
 from medprune.methods.base import Guard, MethodContext, PruneResult, Target
 from medprune.methods.iterative import iterative
 from medprune.methods.oneshot import oneshot
@@ -27,7 +28,7 @@ def prune(
     target_params: float | None = None,
     ratio: float | None = None,
     target_latency: float | None = None,
-    latency_runtime: str = "torch",
+    latency_runtime: str | Any = "torch",
     latency_device: str | None = None,
     latency_options: Mapping[str, Any] | None = None,
     calibration: Iterable[Any] | None = None,
@@ -62,7 +63,8 @@ def prune(
             otherwise).
         target_latency: fraction of the *measured* latency to remove, in ``(0, 1)``
             (:mod:`medprune.latency`). Exactly one of the four targets is required.
-        latency_runtime: ``"torch"`` or ``"onnxruntime"`` (CPU only), for ``target_latency``.
+        latency_runtime: ``"torch"`` or ``"onnxruntime"`` (CPU only), for ``target_latency``
+            (or a :class:`medprune.latency.Runtime` instance).
         latency_device: device the latency is measured on; None = ``device`` (``"cpu"`` for
             ``onnxruntime``).
         latency_options: further :class:`medprune.latency.LatencyOptions` fields (``threads``,
@@ -113,17 +115,16 @@ def prune(
             f"target_latency=; got {given or 'none'}."
         )
     target = Target(**given)
+    device = check_device(device)
     plan_kwargs = dict(plan_kwargs or {})
     if target.kind == "latency":
-        from medprune.latency import LatencyOptions
-
-        plan_kwargs["latency"] = LatencyOptions(
-            **{
-                "runtime": latency_runtime,
-                "device": default_latency_device(latency_runtime, latency_device, device),
-                "progress": progress,
-                **dict(latency_options or {}),
-            }
+        plan_kwargs["latency"] = _latency_options(
+            latency_runtime, latency_device, latency_options, device, progress
+        )
+    elif latency_options:
+        raise ConfigError(
+            f"latency_options={dict(latency_options)!r} apply to target_latency= only; drop them "
+            "or give target_latency=."
         )
     if fine_tune is not None and not isinstance(fine_tune, TrainRecipe):
         raise ConfigError(
@@ -159,11 +160,46 @@ def prune(
     return iterative(model, example_inputs, n_steps=iterative_steps, schedule=schedule, **common)
 
 
+def _latency_options(
+    runtime: Any,
+    device: str | None,
+    options: Mapping[str, Any] | None,
+    run_device: torch.device,
+    progress: bool,
+) -> Any:
+    """:class:`~medprune.latency.LatencyOptions` of ``prune(target_latency=...)``; an unknown key
+    of ``options``, or one that repeats ``latency_runtime`` / ``latency_device``, is refused."""
+    import dataclasses
+
+    from medprune.latency import LatencyOptions
+
+    options = dict(options or {})
+    fields = {f.name for f in dataclasses.fields(LatencyOptions)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ConfigError(
+            f"latency_options has unknown key(s) {unknown}; allowed: {sorted(fields)}."
+        )
+    for key, arg in (("runtime", "latency_runtime"), ("device", "latency_device")):
+        if key in options:
+            raise ConfigError(
+                f"give the latency {key} as {arg}=, not in latency_options (got "
+                f"latency_options={{{key!r}: {options[key]!r}}})."
+            )
+    return LatencyOptions(
+        runtime=runtime,
+        device=default_latency_device(runtime, device, run_device),
+        **{"progress": progress, **options},
+    )
+
+
 def default_latency_device(
-    runtime: str, latency_device: str | None, device: torch.device | str
+    runtime: Any, latency_device: str | None, device: torch.device | str
 ) -> str:
     """The device a latency target is measured on: ``latency_device``, else the run's ``device``
     (always ``"cpu"`` for ``onnxruntime``, which only measures its CPU execution provider)."""
+    if latency_device == "auto":  # like the run's device: CUDA when present (torch only)
+        return "cpu" if runtime == "onnxruntime" else str(check_device("auto"))
     if latency_device is not None:
         return str(latency_device)
     return "cpu" if runtime == "onnxruntime" else str(device)

@@ -183,6 +183,8 @@ def run_steps(
         steps=len(steps),
         guard_backoffs=sum(1 for h in history if h.get("attempt", 0) > 0),
     )
+    if target.kind == "latency":
+        summary["latency"] = latency_summary(history, goal=target.value)
     return PruneResult(
         model=model,
         plan=_new_plan(base_model, steps, inputs, ignore),
@@ -190,6 +192,33 @@ def run_steps(
         history=history,
         method=method,
     )
+
+
+def latency_summary(history: list[dict[str, Any]], *, goal: float) -> dict[str, Any]:
+    """What a latency target achieved, from the planner's interleaved measurements of the
+    accepted steps: ``measured_cut`` (steps compound: ``1 - prod(1 - cut_i)``), ``base_ms`` /
+    ``pruned_ms`` (the unpruned model's and the final model's medians), ``goal`` and ``missed``
+    (a step's closest measured cut was farther from its goal than the tolerance). Empty values
+    when the planner did not measure (``calibrate=0``)."""
+    accepted = [
+        h["latency"]
+        for h in history
+        if "latency" in h and (h.get("guard") is None or h["guard"].get("ok", True))
+    ]
+    measured = [r for r in accepted if "measured" in r]
+    if not measured:
+        return {"goal": goal, "measured_cut": None, "base_ms": None, "pruned_ms": None,
+                "missed": None}  # fmt: skip
+    kept = 1.0
+    for r in measured:
+        kept *= 1.0 - r["measured"]
+    return {
+        "goal": goal,
+        "measured_cut": 1.0 - kept,
+        "base_ms": measured[0]["measured_base_ms"],
+        "pruned_ms": measured[-1]["measured_pruned_ms"],
+        "missed": any(r.get("missed") for r in measured),
+    }
 
 
 def blend_scores(

@@ -20,6 +20,7 @@ from medprune.pipeline.files import environment, git_hash, load_model, save_mode
 from medprune.pipeline.runs import (
     FINETUNE_CONTROL,
     base_record,
+    check_latency_target,
     finetune_record,
     finetune_run,
     make_target,
@@ -50,6 +51,7 @@ __all__ = [
     "RunSetup",
     "base_record",
     "build_model",
+    "check_latency_target",
     "channel_counts",
     "environment",
     "evaluate_model",

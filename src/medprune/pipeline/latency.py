@@ -125,5 +125,9 @@ def latency_pass(setup: RunSetup, models: Mapping[str, nn.Module]) -> list[dict[
         threads=mc.threads,
         repeats=mc.repeats,
         warmup=mc.warmup,
-        onnx=mc.onnx,
+        # a latency target on ONNX Runtime is always reported on it, whatever measure.onnx says
+        onnx=mc.onnx or (
+            setup.config.prune.target == "latency"
+            and setup.config.prune.latency_runtime == "onnxruntime"
+        ),
     )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import difflib
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,10 +143,9 @@ def prune_model(
     if method_name in CRITERION_METHODS:
         kwargs.setdefault("criterion", criterion or setup.config.prune.criterion)
     if target.kind == "latency":
-        kwargs["plan_kwargs"] = {
-            **dict(kwargs.get("plan_kwargs") or {}),
-            "latency": latency_options(setup, method_name),
-        }
+        plan_kwargs = dict(kwargs.get("plan_kwargs") or {})
+        plan_kwargs["latency"] = latency_options(setup, method_name, plan_kwargs.get("latency"))
+        kwargs["plan_kwargs"] = plan_kwargs
     setup = setup.for_seed(seed)
     torch.manual_seed(seed)
     model = copy.deepcopy(base).to(setup.device)
@@ -160,12 +160,23 @@ def prune_model(
     return result
 
 
-def latency_options(setup: RunSetup, method_name: str) -> Any:
+def latency_options(
+    setup: RunSetup, method_name: str, extra: Mapping[str, Any] | None = None
+) -> Any:
     """:class:`~medprune.latency.LatencyOptions` of a ``prune.target: latency`` run.
 
     Runtime and device from ``prune.latency_runtime`` / ``prune.latency_device`` (None = the run's
-    device; ``cpu`` for ``onnxruntime``), threads from ``measure.threads``. Only the criteria methods plan to a latency.
+    device; ``cpu`` for ``onnxruntime``), threads from ``measure.threads``, ``refresh`` from
+    ``prune.latency_refresh``; ``extra`` (``prune.options.plan_kwargs.latency``) sets further
+    fields (``tolerance``, ``calibrate``, ``cache_dir``, ...). Only the criteria methods plan to a
+    latency.
     """
+    return _latency_options(setup.config, method_name, setup.device, extra)
+
+
+def _latency_options(
+    config: RunConfig, method_name: str, device: Any, extra: Mapping[str, Any] | None = None
+) -> Any:
     from medprune.latency import LatencyOptions
 
     if method_name not in CRITERION_METHODS:
@@ -175,14 +186,49 @@ def latency_options(setup: RunSetup, method_name: str) -> Any:
         )
     from medprune.methods.api import default_latency_device
 
-    config = setup.config
+    extra = dict(extra or {})
+    fields = {f.name for f in dataclasses.fields(LatencyOptions)} - {"runtime", "device"}
+    unknown = sorted(set(extra) - fields)
+    if unknown:
+        raise ConfigError(
+            f"prune.options.plan_kwargs.latency has unknown key(s) {unknown}; allowed: "
+            f"{sorted(fields)} (runtime and device: prune.latency_runtime / latency_device)."
+        )
     return LatencyOptions(
         runtime=config.prune.latency_runtime,
         device=default_latency_device(
-            config.prune.latency_runtime, config.prune.latency_device, setup.device
+            config.prune.latency_runtime, config.prune.latency_device, device
         ),
-        threads=config.measure.threads,
-        progress=config.progress,
+        **{
+            "threads": config.measure.threads,
+            "progress": config.progress,
+            "refresh": config.prune.latency_refresh,
+            **extra,
+        },
+    )
+
+
+def check_latency_target(config: RunConfig, names: Sequence[str]) -> None:
+    """Before any training: with ``prune.target: latency``, every method in ``names`` must plan
+    to a latency and the latency runtime / device must exist here.
+
+    Raises:
+        ConfigError: naming the method or device and the fix.
+    """
+    if config.prune.target != "latency":
+        return
+    from medprune.measure._inputs import check_device
+
+    refused = [n for n in names if resolve_method(n)[0] not in CRITERION_METHODS]
+    if refused:
+        raise ConfigError(
+            f"prune.target: latency is planned by {' and '.join(CRITERION_METHODS)} (or a "
+            f"criterion name) only; {', '.join(map(repr, refused))} cannot honour it. Drop "
+            "them, or use a macs / params target (--target-macs / --target-params)."
+        )
+    extra = method_options(config.prune.options, names[0]).get("plan_kwargs", {}) if names else {}
+    _latency_options(
+        config, CRITERION_METHODS[0], check_device(config.device), (extra or {}).get("latency")
     )
 
 
@@ -236,6 +282,8 @@ def run_record(
     result = prune_model(setup, base, name, target, seed=seed, checkpoint_dir=checkpoint_dir)
     prune_s = time.perf_counter() - t0
     summary = {k: v for k, v in result.summary.items() if isinstance(v, (int, float, str, bool))}
+    if isinstance(result.summary.get("latency"), dict):  # what a latency target achieved
+        summary["latency"] = dict(result.summary["latency"])
     if method_name in CRITERION_METHODS and isinstance(summary.get("criterion"), str):
         criterion = summary["criterion"]  # what ran (per-method options may name another)
     record = {
@@ -435,6 +483,7 @@ def run_prune(
     name = _config_name(config)
     target = make_target(config.prune.target, config.prune.amount)
     resolve_method(name)  # unknown names fail before any training
+    check_latency_target(config, [name])
     out_dir = choose_out_dir(
         config,
         verb="prune",

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from medprune.config import RunConfig, update_config
 from medprune.errors import ConfigError
+from medprune.measure._inputs import check_device
 from medprune.models.registry import model_accepts
 from medprune.typing import PathLike
 
@@ -66,14 +67,6 @@ class RunSetup:
         config = update_config(self.config, {"seed": seed})
         train_loader, _, _, calibration = _loaders(config, self.splits, self.task_kind)
         return dataclasses.replace(self, train_loader=train_loader, calibration=calibration)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use 'cpu'.")
-    return torch.device(name)
 
 
 def _labels(dataset: Any) -> torch.Tensor | None:
@@ -199,7 +192,7 @@ def setup_run(config: RunConfig) -> RunSetup:
         example_inputs=example,
         model_name=name,
         model_kwargs=_model_kwargs(cfg, splits, kind),
-        device=_device(config.device),
+        device=check_device(config.device),
     )
 
 

@@ -44,6 +44,13 @@ def _latency(row: Row, key: str) -> str:
     return text if spread is None or row.mean(key) is None else f"{text} (±{spread:.1f}%)"
 
 
+def target_text(row: Row) -> str:
+    """The Target cell: ``"50%"`` (of MACs, the default), ``"30% latency"``; ``"—"`` for the base."""
+    if row.kind == "base":
+        return "—"
+    return f"{row.target:.0%}" + (" latency" if row.target_kind == "latency" else "")
+
+
 def results_table(base: Row | None, rows: Sequence[Row], task: str, minority: str | None) -> Table:
     """The methods x targets table (base model first)."""
     metrics = metric_columns(task)
@@ -66,7 +73,7 @@ def results_table(base: Row | None, rows: Sequence[Row], task: str, minority: st
         dense = " (dense)" if row.masked else ""  # masks zero weights: nothing removed from MACs
         cells = [
             row.label,
-            "—" if row.kind == "base" else f"{row.target:.0%}",
+            target_text(row),
             _fmt(row.mean("macs_removed"), row.std("macs_removed"), pct=True) + dense,
             _fmt(row.mean("params_removed"), row.std("params_removed"), pct=True)
             + (" (nonzero)" if row.masked else ""),
@@ -98,7 +105,7 @@ def per_class_table(base: Row | None, rows: Sequence[Row], task: str) -> Table |
     table = Table(["Method", "Target", *classes])
     table.rows.append([base.label, "—", *(_fmt(base.class_mean(c)) for c in classes)])
     for row in rows:
-        cells = [row.label, f"{row.target:.0%}"]
+        cells = [row.label, target_text(row)]
         for c in classes:
             now, ref = row.class_mean(c), base.class_mean(c)
             delta = f" ({100 * (now - ref):+.1f})" if now is not None and ref is not None else ""
