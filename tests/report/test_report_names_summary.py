@@ -340,3 +340,22 @@ def test_a_failed_cell_keeps_its_method_label(tmp_path: Path) -> None:
     assert _summary([base, *records]) == (
         "At 50% MACs removed, no run has a pneumonia recall. Failed: oneshot (l1)."
     )
+
+
+def test_summary_says_so_when_no_method_found_the_rare_class() -> None:
+    text = _summary(_grid({("l1", 0.5): [0.0], ("taylor", 0.5): [0.0]}))
+    assert text.startswith(
+        "At 50% MACs removed, no method found the pneumonia class (pneumonia recall 0.000 for "
+        "every method vs base 0.700"
+    )
+    assert "tied" not in text
+
+
+def test_summary_and_target_cell_of_a_latency_budget(tmp_path: Path) -> None:
+    records = _grid({("l1", 0.3): [0.6], ("taylor", 0.3): [0.5]})
+    for r in records[1:]:
+        r["target_kind"] = "latency"
+    text = _summary(records)
+    assert text.startswith("At a 30% latency-cut target, oneshot (l1) kept pneumonia recall best")
+    md = write_report(tmp_path, records, plots=False).markdown.read_text()
+    assert "| oneshot (l1) | 30% latency |" in md

@@ -149,6 +149,11 @@ def _ranking(
     refs_text = f" {refs}" if refs else ""
     top = f"{best.class_mean(cls):.3f}"
     tied = [r for r in ranked if f"{r.class_mean(cls):.3f}" == top]
+    if len(tied) == len(ranked) and not best.class_mean(cls):
+        return (
+            f"{opening}, no method found the {cls} class ({cls} {stat} 0.000 for every "
+            f"method{refs_text}), so nothing here ranks them on it."
+        )
     if len(tied) > 1:
         names = _join([_name(r, kind, target) for r in tied])
         return (
