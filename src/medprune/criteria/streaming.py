@@ -69,12 +69,18 @@ def first_tensor(outputs: Any) -> torch.Tensor:
 
 
 def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy on ``(B, C)`` logits, or per position on ``(B, C, *S)`` logits.
+    """Cross-entropy on ``(B, C)`` logits, or per position on ``(B, C, *S)`` logits; for a
+    single-channel output ``(B, 1)`` / ``(B, 1, *S)`` (sigmoid: channel 0 = foreground logit)
+    BCE-with-logits against the binary labels.
 
     ``targets`` in any form of :mod:`medprune.tasks.targets`: class indices ``(B,)`` / ``(B, *S)``,
-    the same with a size-1 channel dim, or one-hot ``(B, C)`` / ``(B, C, *S)``.
+    the same with a size-1 channel dim, or one-hot ``(B, C)`` / ``(B, C, *S)`` (``C = 2`` for a
+    single-channel output).
     """
-    return F.cross_entropy(outputs, targets_for_outputs(outputs, targets))
+    indices = targets_for_outputs(outputs, targets)  # (B,) / (B, *S) in [0, C - 1]
+    if outputs.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(outputs[:, 0], indices.to(outputs.dtype))
+    return F.cross_entropy(outputs, indices)
 
 
 def image_buckets(
