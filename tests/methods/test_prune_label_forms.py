@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import medprune
-from medprune.errors import DataError, ShapeMismatchError
+from medprune.errors import ConfigError, DataError, ShapeMismatchError
 from medprune.methods.guard import class_counts
-from medprune.tasks import SegmentationTask
+from medprune.tasks import SegmentationTask, TrainRecipe
 
 
 def _unet(out_channels: int = 2) -> torch.nn.Module:
@@ -152,6 +152,44 @@ def test_prune_single_logit_classifier_with_binary_labels() -> None:
             model, images[:1], criterion=name, ratio=0.25, calibration=batches, progress=False
         )
         assert result.model(images[:1]).shape == (1, 1)
+
+
+def test_prune_uses_a_monai_loss_given_as_task() -> None:
+    from monai.losses import DiceLoss
+
+    calls = []
+
+    class CountingDice(DiceLoss):
+        def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            calls.append(tuple(target.shape))
+            return super().forward(input, target)
+
+    model, x = _unet(out_channels=1), torch.randn(1, 1, 32, 32)
+    batches = _binary_batches("tuple")
+    kw = {"criterion": "taylor", "target_macs": 0.3, "calibration": batches, "progress": False}
+    with_dice = medprune.prune(model, x, task=CountingDice(sigmoid=True), **kw)
+    assert calls == [(4, 1, 32, 32), (4, 1, 32, 32)]  # the loader's targets, unchanged
+    default = medprune.prune(model, x, **kw)
+    assert with_dice.plan.to_dict() != default.plan.to_dict()  # the loss drove the scores
+
+
+def test_prune_refuses_a_task_that_is_neither_a_task_nor_a_loss() -> None:
+    with pytest.raises(ConfigError, match="task must be a medprune task.*got a str"):
+        medprune.prune(
+            _unet(), torch.randn(1, 1, 32, 32), criterion="taylor", target_macs=0.3,
+            calibration=_binary_batches("tuple"), task="dice",
+        )  # fmt: skip
+
+
+def test_prune_refuses_fine_tuning_with_a_plain_loss() -> None:
+    from monai.losses import DiceLoss
+
+    with pytest.raises(ConfigError, match="fine-tuning needs a medprune task.*DiceLoss"):
+        medprune.prune(
+            _unet(out_channels=1), torch.randn(1, 1, 32, 32), criterion="taylor",
+            target_macs=0.3, calibration=_binary_batches("tuple"), task=DiceLoss(sigmoid=True),
+            fine_tune=TrainRecipe(epochs=1), train_loader=_binary_batches("tuple"),
+        )  # fmt: skip
 
 
 def test_prune_with_0_255_masks_names_the_label_and_the_fix() -> None:

@@ -341,18 +341,46 @@ class StreamingCriterion(Criterion):
         return float(cw[c])
 
 
+def check_task(task: Any) -> None:
+    """Refuse a ``task`` that is neither None, a task (with ``.loss``) nor a callable loss."""
+    if task is None or callable(getattr(task, "loss", None)) or callable(task):
+        return
+    raise ConfigError(
+        f"task must be a medprune task (with a .loss(outputs, targets) method), a loss callable "
+        f"loss(outputs, targets) -> scalar (e.g. monai.losses.DiceLoss(sigmoid=True)) or None "
+        f"(the default loss); got a {type(task).__name__}."
+    )
+
+
 def loss_for(
     outputs: torch.Tensor, targets: torch.Tensor | None, task: Any, name: str
 ) -> torch.Tensor:
-    """``task.loss(outputs, targets)`` when a task is given, else :func:`default_loss`."""
+    """The loss a gradient criterion backpropagates.
+
+    ``task.loss(outputs, targets)`` for a task; ``task(outputs, targets)`` for a loss callable
+    (an ``nn.Module`` loss or a function, given the loader's targets unchanged); else
+    :func:`default_loss`.
+    """
     if targets is None:
         raise ConfigError(
             f"criterion {name!r} needs labels for its loss gradient; the calibration loader "
             "must yield (inputs, targets)."
         )
-    if task is not None and hasattr(task, "loss"):
-        return task.loss(outputs, targets)
-    return default_loss(outputs, targets)
+    check_task(task)
+    if task is None:
+        return default_loss(outputs, targets)
+    loss = (
+        task.loss(outputs, targets)
+        if callable(getattr(task, "loss", None))
+        else task(outputs, targets)
+    )
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise ConfigError(
+            f"the loss given as task= must return a scalar tensor; got "
+            f"{type(loss).__name__}{'' if not isinstance(loss, torch.Tensor) else tuple(loss.shape)}."
+            " Use a reduction such as reduction='mean'."
+        )
+    return loss.reshape(())
 
 
 def spatial_sum(t: torch.Tensor) -> torch.Tensor:
