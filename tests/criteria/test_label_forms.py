@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from medprune.criteria import get_criterion
-from medprune.criteria.streaming import default_loss, image_buckets
-from medprune.errors import ShapeMismatchError
+from medprune.criteria.streaming import default_loss, image_buckets, loss_for
+from medprune.errors import ConfigError, DataError, ShapeMismatchError
 from medprune.graph import build_graph
 from medprune.models import create_model
 from medprune.tasks import SegmentationTask
@@ -39,6 +39,49 @@ def test_default_loss_error_names_the_accepted_forms() -> None:
     logits = torch.zeros(4, 2, 8, 8)
     with pytest.raises(ShapeMismatchError, match=r"\(4, 1, 8, 8\) \(class indices with a channel"):
         default_loss(logits, torch.zeros(4, 3, 8, 8))
+
+
+def test_default_loss_of_a_single_channel_output_is_bce_with_logits() -> None:
+    x, idx, forms = _label_forms()
+    z = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))  # sigmoid logits
+    reference = F.binary_cross_entropy_with_logits(z, idx[:, None].float())
+    for name, t in forms.items():
+        torch.testing.assert_close(default_loss(z, t), reference, msg=name)
+    logit = torch.tensor([[1.5], [-0.5], [0.0], [2.0]])  # classification (B, 1)
+    labels = torch.tensor([1, 0, 1, 0])
+    expected = F.binary_cross_entropy_with_logits(logit[:, 0], labels.float())
+    torch.testing.assert_close(default_loss(logit, labels), expected)
+    torch.testing.assert_close(default_loss(logit, labels[:, None].float()), expected)
+
+
+def test_default_loss_refuses_labels_outside_the_output_classes() -> None:
+    mask = torch.zeros(4, 1, 8, 8)
+    mask[1, 0, 2, 2] = 255.0
+    with pytest.raises(DataError, match=r"target label 255 .*num_classes=3"):
+        default_loss(torch.zeros(4, 3, 8, 8), mask)
+    with pytest.raises(DataError, match=r"target label 255 .*\[0, 1\]"):
+        default_loss(torch.zeros(4, 1, 8, 8), mask)
+
+
+def test_loss_for_uses_a_loss_callable_and_refuses_other_objects() -> None:
+    outputs, targets = torch.randn(2, 1, 4, 4), torch.ones(2, 1, 4, 4)
+    seen = []
+
+    def my_loss(o: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen.append(t)
+        return (o - t).abs().mean()
+
+    torch.testing.assert_close(
+        loss_for(outputs, targets, my_loss, "taylor"), my_loss(outputs, targets)
+    )
+    assert seen[0] is targets  # the loader's targets, unchanged
+    monai_losses = pytest.importorskip("monai.losses")
+    dice = monai_losses.DiceLoss(sigmoid=True)
+    torch.testing.assert_close(loss_for(outputs, targets, dice, "taylor"), dice(outputs, targets))
+    with pytest.raises(ConfigError, match="got a str"):
+        loss_for(outputs, targets, "dice", "taylor")
+    with pytest.raises(ConfigError, match="scalar tensor"):
+        loss_for(outputs, targets, lambda o, t: o - t, "taylor")
 
 
 def test_class_aware_buckets_read_channel_first_and_one_hot_masks() -> None:

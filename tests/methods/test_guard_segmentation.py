@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from medprune.data import make_synthetic_segmentation
+from medprune.errors import ConfigError
 from medprune.methods.guard import RecallGuard
 from medprune.models import create_model
 from medprune.tasks import SegmentationTask
@@ -64,3 +65,27 @@ def test_guard_protects_background_when_asked(loader: DataLoader, model: torch.n
     assert not ok and info["important_class"] == 0 and info["recall"] == 0.0
     ok, info = guard.check(nothing)
     assert ok and info["recall"] == 1.0 and info["fn"] == 0
+
+
+def test_guard_protects_the_per_class_dice(loader: DataLoader, model: torch.nn.Module) -> None:
+    task = SegmentationTask(2, hd95=False)
+    guard = RecallGuard(task, loader, metric="dice", max_recall_drop=0.01, reference=model)
+    fg = task.evaluate(model, loader)["per_class"][1]
+    assert guard.reference_recall == pytest.approx(
+        2 * fg["tp"] / (2 * fg["tp"] + fg["fp"] + fg["fn"])
+    )
+    blind = copy.deepcopy(model)
+    with torch.no_grad():
+        blind.head.bias[1] = -1e3  # no foreground predicted: Dice 0
+    ok, info = guard.check(blind)
+    assert not ok and info["recall"] == 0.0
+
+
+def test_guard_names_the_available_per_class_metrics(
+    loader: DataLoader, model: torch.nn.Module
+) -> None:
+    guard = RecallGuard(SegmentationTask(2, hd95=False), loader, metric="iou", reference=1.0)
+    with pytest.raises(
+        ConfigError, match=r"'iou' is not reported.*\['dice', 'precision', 'recall'\]"
+    ):
+        guard.check(model)

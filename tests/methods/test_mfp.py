@@ -104,6 +104,20 @@ def test_norm_statistics_is_data_free_and_masked_restores() -> None:
         torch.testing.assert_close(v, before[k])
 
 
+def test_calibration_accuracy_reads_a_single_sigmoid_channel_and_channel_first_labels() -> None:
+    import medprune.graph
+
+    torch.manual_seed(0)
+    model = create_model("tiny_unet", in_channels=1, out_channels=1).eval()
+    x = torch.randn(2, 1, 16, 16)
+    graph = medprune.graph.build_graph(model, x)
+    with torch.no_grad():
+        fg = (model(x) > 0).float()  # (B, 1, H, W): the model's own foreground mask
+    attr = get_attribute("calibration_accuracy")
+    assert attr.fn(graph, {}, [(x, fg)], None) == 1.0
+    assert attr.fn(graph, {}, [(x, 1.0 - fg)], None) == 0.0
+
+
 def test_options_are_validated() -> None:
     model = create_model("tiny_cnn", in_channels=1, num_classes=2)
     with pytest.raises(ConfigError, match="Unknown meta-attribute 'calibration_los'"):

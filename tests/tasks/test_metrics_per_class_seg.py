@@ -48,6 +48,15 @@ def test_existing_keys_unchanged_and_pixel_counts_agree_with_pooled_dice() -> No
     assert m["dice_per_class"] == [pytest.approx((8 / 9 + 0.0) / 2)]
 
 
+def test_per_class_rows_report_the_pooled_dice_of_every_class() -> None:
+    pred, target = _example()
+    m = segmentation_metrics(pred, target, 2, hd95=False)
+    bg, fg = m["per_class"]
+    assert fg["dice"] == pytest.approx(m["dice_pooled_per_class"][0])
+    assert fg["dice"] == pytest.approx(2 * 4 / (2 * 4 + 4 + 2))
+    assert bg["dice"] == pytest.approx(2 * 22 / (2 * 22 + 2 + 4))
+
+
 def test_merge_adds_pixel_counts() -> None:
     pred, target = _example()
     a, b = SegmentationMeter(2, hd95=False), SegmentationMeter(2, hd95=False)
@@ -69,6 +78,7 @@ def test_three_classes_minority_and_absent_class() -> None:
         "class": 2,
         "recall": 0.0,
         "precision": 0.0,
+        "dice": 0.0,
         "tp": 0,
         "fp": 1,
         "fn": 0,

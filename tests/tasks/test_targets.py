@@ -99,3 +99,56 @@ def test_bad_target_values_are_clear_errors() -> None:
         targets_for_outputs(outputs, overlapping)
     with pytest.raises(DataError, match="label 3 is outside"):
         SegmentationTask(2).loss(outputs, torch.full((1, 1, 2, 2), 3.0))
+
+
+def test_labels_outside_the_output_classes_name_the_value_the_classes_and_the_fix() -> None:
+    outputs = torch.zeros(2, 3, 4, 4)  # 3 output channels
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[0, 0, 0, 0] = 255.0  # a PNG mask holding 0 / 255
+    with pytest.raises(DataError, match=r"target label 255 .*\[0, 2\] for num_classes=3.*// 255"):
+        targets_for_outputs(outputs, mask)
+    with pytest.raises(DataError, match=r"target label -1 .*\[0, 2\]"):
+        class_indices(torch.full((2,), -1), (2,), num_classes=3)
+    with pytest.raises(DataError, match=r"target label 255 .*num_classes=2"):
+        SegmentationTask(2).loss(torch.zeros(2, 2, 4, 4), mask)
+
+
+def test_a_single_channel_output_is_binary_for_every_label_form() -> None:
+    g = torch.Generator().manual_seed(0)
+    idx = (torch.rand(2, 4, 4, generator=g) > 0.5).long()  # (B, H, W)
+    one_hot = F.one_hot(idx, 2).movedim(-1, 1).float()  # (B, 2, H, W)
+    outputs = torch.randn(2, 1, 4, 4, generator=g)  # one sigmoid logit per pixel
+    for t in (idx, idx[:, None].float(), one_hot):
+        assert torch.equal(targets_for_outputs(outputs, t), idx)
+    with pytest.raises(DataError, match=r"target label 2 .*\[0, 1\]"):
+        targets_for_outputs(outputs, idx + 1)
+
+
+@pytest.mark.parametrize("loss", ["dice_ce", "ce", "dice"])
+def test_segmentation_task_reads_a_single_logit_as_sigmoid(loss: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 1, 8, 8, generator=g)  # (B, 1, H, W) foreground logits
+    y = (torch.rand(2, 1, 8, 8, generator=g) > 0.6).float()  # (B, 1, H, W)
+    task = SegmentationTask(2, loss=loss, hd95=False)
+    two = torch.cat([torch.zeros_like(z), z], dim=1)  # the equivalent 2-class logits
+    torch.testing.assert_close(task.loss(z, y), task.loss(two, y))
+    if loss == "ce":
+        torch.testing.assert_close(task.loss(z, y), F.binary_cross_entropy_with_logits(z, y))
+    assert torch.equal(task.predict(z), (z[:, 0] > 0).long())
+    torch.testing.assert_close(task.predict_proba(z)[:, 1], torch.sigmoid(z[:, 0]))
+    model = torch.nn.Conv2d(1, 1, 1)
+    metrics = task.evaluate(model, [(torch.randn(2, 1, 8, 8, generator=g), y)])
+    assert len(metrics["per_class"]) == 2 and metrics["dice"] is not None
+
+
+def test_classification_task_reads_a_single_logit_as_sigmoid() -> None:
+    z = torch.tensor([[2.0], [-1.0], [0.5], [-3.0]])  # (B, 1)
+    y = torch.tensor([1, 0, 0, 1])
+    task = ClassificationTask(2)
+    torch.testing.assert_close(
+        task.loss(z, y), F.binary_cross_entropy_with_logits(z[:, 0], y.float())
+    )
+    torch.testing.assert_close(task.loss(z, y[:, None]), task.loss(z, y))
+    assert task.predict(z).tolist() == [1, 0, 1, 0]
+    metrics = task.evaluate(torch.nn.Flatten(), [(z, y)])
+    assert metrics["accuracy"] == pytest.approx(0.5)

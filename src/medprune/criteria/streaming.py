@@ -69,12 +69,18 @@ def first_tensor(outputs: Any) -> torch.Tensor:
 
 
 def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy on ``(B, C)`` logits, or per position on ``(B, C, *S)`` logits.
+    """Cross-entropy on ``(B, C)`` logits, or per position on ``(B, C, *S)`` logits; for a
+    single-channel output ``(B, 1)`` / ``(B, 1, *S)`` (sigmoid: channel 0 = foreground logit)
+    BCE-with-logits against the binary labels.
 
     ``targets`` in any form of :mod:`medprune.tasks.targets`: class indices ``(B,)`` / ``(B, *S)``,
-    the same with a size-1 channel dim, or one-hot ``(B, C)`` / ``(B, C, *S)``.
+    the same with a size-1 channel dim, or one-hot ``(B, C)`` / ``(B, C, *S)`` (``C = 2`` for a
+    single-channel output).
     """
-    return F.cross_entropy(outputs, targets_for_outputs(outputs, targets))
+    indices = targets_for_outputs(outputs, targets)  # (B,) / (B, *S) in [0, C - 1]
+    if outputs.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(outputs[:, 0], indices.to(outputs.dtype))
+    return F.cross_entropy(outputs, indices)
 
 
 def image_buckets(
@@ -335,18 +341,46 @@ class StreamingCriterion(Criterion):
         return float(cw[c])
 
 
+def check_task(task: Any) -> None:
+    """Refuse a ``task`` that is neither None, a task (with ``.loss``) nor a callable loss."""
+    if task is None or callable(getattr(task, "loss", None)) or callable(task):
+        return
+    raise ConfigError(
+        f"task must be a medprune task (with a .loss(outputs, targets) method), a loss callable "
+        f"loss(outputs, targets) -> scalar (e.g. monai.losses.DiceLoss(sigmoid=True)) or None "
+        f"(the default loss); got a {type(task).__name__}."
+    )
+
+
 def loss_for(
     outputs: torch.Tensor, targets: torch.Tensor | None, task: Any, name: str
 ) -> torch.Tensor:
-    """``task.loss(outputs, targets)`` when a task is given, else :func:`default_loss`."""
+    """The loss a gradient criterion backpropagates.
+
+    ``task.loss(outputs, targets)`` for a task; ``task(outputs, targets)`` for a loss callable
+    (an ``nn.Module`` loss or a function, given the loader's targets unchanged); else
+    :func:`default_loss`.
+    """
     if targets is None:
         raise ConfigError(
             f"criterion {name!r} needs labels for its loss gradient; the calibration loader "
             "must yield (inputs, targets)."
         )
-    if task is not None and hasattr(task, "loss"):
-        return task.loss(outputs, targets)
-    return default_loss(outputs, targets)
+    check_task(task)
+    if task is None:
+        return default_loss(outputs, targets)
+    loss = (
+        task.loss(outputs, targets)
+        if callable(getattr(task, "loss", None))
+        else task(outputs, targets)
+    )
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise ConfigError(
+            f"the loss given as task= must return a scalar tensor; got "
+            f"{type(loss).__name__}{'' if not isinstance(loss, torch.Tensor) else tuple(loss.shape)}."
+            " Use a reduction such as reduction='mean'."
+        )
+    return loss.reshape(())
 
 
 def spatial_sum(t: torch.Tensor) -> torch.Tensor:

@@ -69,8 +69,14 @@ def prune(
             ``onnxruntime``).
         latency_options: further :class:`medprune.latency.LatencyOptions` fields (``threads``,
             ``cache_dir``, ``tolerance``, ``calibrate``, ``repeats``, ...).
-        calibration: batches ``(inputs, targets)`` for data-driven criteria.
-        task: a :mod:`medprune.tasks` task (its loss drives gradient criteria and fine-tuning).
+        calibration: batches ``(inputs, targets)`` (or ``{"image", "label"}`` dicts) for
+            data-driven criteria; targets in any form of :mod:`medprune.tasks.targets`.
+        task: what drives gradient criteria (``taylor``, ``taylor_gn``): a :mod:`medprune.tasks`
+            task (its loss; also needed for fine-tuning), or a plain loss callable
+            ``loss(outputs, targets) -> scalar`` (an ``nn.Module`` loss such as
+            ``monai.losses.DiceLoss(sigmoid=True)``, or a function), called with the loader's
+            targets unchanged. None = cross-entropy on ``(B, C, *S)`` logits, BCE-with-logits
+            for a single-channel (sigmoid) output ``(B, 1, *S)`` with labels in ``{0, 1}``.
         fine_tune: recipe applied after each pruning step; None = no fine-tuning.
         train_loader: batches for fine-tuning (required with ``fine_tune``).
         iterative_steps: 1 = one-shot; more = iterative along ``schedule``.
@@ -88,7 +94,10 @@ def prune(
             :class:`~medprune.methods.base.MethodContext`).
 
     Raises:
-        ConfigError: any invalid argument, before anything expensive runs.
+        ConfigError: any invalid argument (a ``task`` that is neither a task nor callable), before
+            anything expensive runs.
+        DataError: calibration labels outside the model's classes (a 0/255 mask), named with the
+            value and the fix.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module; got {type(model).__name__}.")

@@ -67,8 +67,9 @@ class RecallGuard:
         reference: the reference recall, either a float in [0, 1], an ``nn.Module`` (the
             unpruned model, evaluated once now), or None (methods then call
             :meth:`set_reference` with their unpruned model before pruning).
-        metric: per-class metric to protect (``"recall"``; e.g. ``"dice"`` for segmentation tasks
-            that report per-class Dice).
+        metric: per-class metric to protect: a key of the task's ``per_class`` rows
+            (classification: ``"recall"``, ``"precision"``, ``"f1"``; segmentation: ``"recall"``,
+            ``"precision"``, ``"dice"``, the class's Dice pooled over the pixels of the loader).
 
     ``check(model)`` returns ``(ok, info)`` with ``info`` holding ``important_class``, ``recall``,
     ``reference_recall``, ``recall_drop``, ``max_recall_drop``, and ``fn`` / ``support`` when the
@@ -181,7 +182,11 @@ def _per_class_row(metrics: dict[str, Any], cls: int, metric: str) -> dict[str, 
             f"({list(per_class) if isinstance(per_class, dict) else len(per_class)} classes)."
         )
     if metric not in row:
-        raise ConfigError(f"per-class metric {metric!r} not reported; available: {sorted(row)}.")
+        numeric = sorted(k for k, v in row.items() if isinstance(v, float) or v is None)
+        raise ConfigError(
+            f"per-class metric {metric!r} is not reported by the task; choose metric= from "
+            f"{numeric} (all keys: {sorted(row)})."
+        )
     if row[metric] is None:
         raise ConfigError(
             f"class {cls} has no {metric} on the validation loader (no samples of that class?); "

@@ -45,6 +45,7 @@ from medprune.methods._training import as_target
 from medprune.methods.base import MethodContext, PruneResult, Target, register_method
 from medprune.methods.soft import Chooser, run_soft, validate_soft_options
 from medprune.registry import Registry
+from medprune.tasks.targets import class_logits, targets_for_outputs
 
 __all__ = ["ATTRIBUTES", "MetaAttribute", "get_attribute", "masked", "mfp", "register_attribute"]
 
@@ -128,7 +129,9 @@ def calibration_accuracy(graph: Any, selection: Selection, batches: list[Any], t
     correct = total = 0
     with masked(graph, selection) as model, torch.no_grad():
         for x, y in batches:
-            pred = _run(model, x).argmax(1)  # (B,) or (B, *S)
+            outputs = _run(model, x)
+            pred = class_logits(outputs).argmax(1)  # (B,) or (B, *S); one channel = sigmoid
+            y = targets_for_outputs(outputs, y)  # any label form -> (B,) or (B, *S)
             correct += int((pred == y).sum())
             total += y.numel()
     return correct / max(total, 1)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from medprune.criteria.base import Criterion, get_criterion
+from medprune.criteria.streaming import check_task
 from medprune.errors import ConfigError
 from medprune.methods import _training as tr
 from medprune.methods.base import MethodContext, PruneResult, Target
@@ -50,8 +51,16 @@ def validate_context(context: MethodContext, crit: Criterion, *, method: str) ->
             f"{method}: criterion {crit.name!r} needs calibration batches; set "
             "MethodContext(calibration=...) or choose a weight-only criterion."
         )
+    check_task(context.task)
     if context.recipe.epochs > 0:
         tr.require(context, "train_loader", "task", method=method)
+        if not hasattr(context.task, "check_targets"):
+            raise ConfigError(
+                f"{method}: fine-tuning needs a medprune task (ClassificationTask / "
+                f"SegmentationTask, for its metrics and target checks); got a "
+                f"{type(context.task).__name__}. A plain loss callable as task= only drives the "
+                "criterion: drop fine_tune= or pass a task."
+            )
 
 
 def _new_plan(

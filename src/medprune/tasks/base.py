@@ -15,6 +15,7 @@ from medprune.progress import progress_bar
 from medprune.registry import Registry
 from medprune.tasks.loaders import shard_for_evaluation
 from medprune.tasks.losses import check_targets
+from medprune.tasks.targets import class_logits
 
 __all__ = ["TASKS", "Task", "create_task", "evaluate", "split_batch"]
 
@@ -39,7 +40,9 @@ class Task(ABC):
     """Loss, prediction and metrics of one kind of problem.
 
     Args:
-        num_classes: ``C`` (>= 2; binary problems have 2 classes and 2 logits).
+        num_classes: ``C`` (>= 2; binary problems have 2 classes and 2 logits, or one sigmoid
+            foreground logit: a ``(B, 1, *S)`` output is read as the 2-class logits ``(0, z)``,
+            see :meth:`logits`, so the losses and metrics are the sigmoid / BCE ones).
 
     Attributes:
         kind: ``"classification"`` or ``"segmentation"``.
@@ -64,17 +67,23 @@ class Task(ABC):
         """Validated int64 targets (see :func:`medprune.tasks.losses.check_targets`)."""
         return check_targets(outputs, targets, self.num_classes)
 
+    def logits(self, outputs: torch.Tensor) -> torch.Tensor:
+        """One logit per class ``(B, C, *S)``: a single foreground logit ``z`` ``(B, 1, *S)``
+        becomes ``(0, z)`` (softmax = ``(1 - sigmoid(z), sigmoid(z))``), others are unchanged."""
+        return class_logits(outputs) if self.num_classes == 2 else outputs
+
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Scalar loss of logits ``outputs`` against class-index ``targets`` (validated first)."""
-        return self.loss_fn(outputs, self.check_targets(outputs, targets))
+        targets = self.check_targets(outputs, targets)
+        return self.loss_fn(self.logits(outputs), targets)
 
     def predict_proba(self, outputs: torch.Tensor) -> torch.Tensor:
         """Class probabilities: softmax over dim 1 of ``(B, C)`` / ``(B, C, *S)`` logits."""
-        return torch.softmax(outputs.float(), dim=1)
+        return torch.softmax(self.logits(outputs).float(), dim=1)
 
     def predict(self, outputs: torch.Tensor) -> torch.Tensor:
         """Class indices: argmax over dim 1, ``(B,)`` / ``(B, *S)`` int64."""
-        return outputs.argmax(dim=1)
+        return self.logits(outputs).argmax(dim=1)
 
     @abstractmethod
     def new_meter(self) -> Any:
@@ -150,7 +159,7 @@ def evaluate(
                 inputs, targets = inputs.to(device), targets.to(device)
                 outputs = model(inputs)
                 targets = task.check_targets(outputs, targets)
-                loss_sum += float(task.loss_fn(outputs, targets)) * inputs.shape[0]
+                loss_sum += float(task.loss_fn(task.logits(outputs), targets)) * inputs.shape[0]
                 count += inputs.shape[0]
                 task.update_meter(meter, outputs, targets)
     finally:

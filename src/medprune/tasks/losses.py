@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medprune.errors import ConfigError, DataError, ShapeMismatchError
+from medprune.errors import ConfigError, ShapeMismatchError
 from medprune.tasks.targets import targets_for_outputs
 
 __all__ = [
@@ -50,7 +50,8 @@ def check_targets(outputs: torch.Tensor, targets: torch.Tensor, num_classes: int
     """Validate ``targets`` against ``outputs`` and return them as int64 ``(B, *S)``.
 
     Args:
-        outputs: logits ``(B, C)`` or ``(B, C, *S)``.
+        outputs: logits ``(B, C)`` or ``(B, C, *S)``; with ``num_classes=2`` also a single
+            (sigmoid) foreground logit ``(B, 1)`` / ``(B, 1, *S)``.
         targets: class indices ``(B,)`` / ``(B, *S)``; ``(B, 1)`` / ``(B, 1, *S)`` are squeezed;
             bool masks are read as 0/1, floats holding whole numbers as those classes; one-hot /
             probability maps ``(B, C)`` / ``(B, C, *S)`` are read by ``argmax``.
@@ -62,21 +63,14 @@ def check_targets(outputs: torch.Tensor, targets: torch.Tensor, num_classes: int
         DataError: float targets that are not whole numbers, a channel-dim target that is not
             one-hot-like, or a label outside ``[0, num_classes - 1]``.
     """
-    if outputs.ndim < 2 or outputs.shape[1] != num_classes:
+    binary_logit = num_classes == 2 and outputs.ndim >= 2 and outputs.shape[1] == 1
+    if outputs.ndim < 2 or (outputs.shape[1] != num_classes and not binary_logit):
         raise ShapeMismatchError(
             f"model outputs must be (B, {num_classes}) or (B, {num_classes}, *S) logits for "
             f"num_classes={num_classes}; got shape {tuple(outputs.shape)}. Check the model's "
             "num_classes / out_channels."
         )
-    targets = targets_for_outputs(outputs, targets)  # (B,) / (B, *S) int64
-    if targets.numel():
-        lo, hi = int(targets.min()), int(targets.max())
-        bad = lo if lo < 0 else hi if hi >= num_classes else None
-        if bad is not None:
-            raise DataError(
-                f"target label {bad} is outside the allowed range [0, {num_classes - 1}] for "
-                f"num_classes={num_classes}. Check the labels or the task's num_classes."
-            )
+    targets = targets_for_outputs(outputs, targets)  # (B,) / (B, *S) int64 in [0, C - 1]
     return targets.long()
 
 

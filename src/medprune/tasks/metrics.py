@@ -191,9 +191,10 @@ class SegmentationMeter:
 
     Pixel-level figures, pooled over all evaluated images and shaped like the classification
     metrics (so :class:`~medprune.methods.guard.RecallGuard` works on segmentation): ``per_class``,
-    a list indexed by class (background 0 included) of ``{class, recall, precision, tp, fp, fn,
-    support}`` counted over pixels (``support`` = target pixels of the class; recall / precision
-    are 0.0 when undefined), ``minority_class`` (the class with the fewest target pixels among
+    a list indexed by class (background 0 included) of ``{class, recall, precision, dice, tp, fp,
+    fn, support}`` counted over pixels (``support`` = target pixels of the class; recall / precision
+    are 0.0 when undefined; ``dice`` = ``2 tp / (2 tp + fp + fn)``, the pooled Dice, None when the
+    class is in neither mask), ``minority_class`` (the class with the fewest target pixels among
     those present, lowest index on ties) and ``minority_recall``.
 
     Args:
@@ -304,6 +305,7 @@ class SegmentationMeter:
                     "class": k,
                     "recall": tp / support if support else 0.0,
                     "precision": tp / (tp + fp) if tp + fp else 0.0,
+                    "dice": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None,
                     "tp": tp,
                     "fp": fp,
                     "fn": fn,

@@ -15,7 +15,14 @@ targets                           read as
 ================================  ===========================================================
 
 Anything else raises :class:`~medprune.errors.ShapeMismatchError` (wrong shape) or
-:class:`~medprune.errors.DataError` (wrong values) naming the shapes and the accepted forms.
+:class:`~medprune.errors.DataError` (wrong values) naming the shapes and the accepted forms. When the
+number of classes is known, class indices outside ``[0, C - 1]`` (a PNG mask holding 0 / 255) are a
+``DataError`` naming the value, ``C`` and the fix (one min / max per batch).
+
+A single-channel output ``(B, 1)`` / ``(B, 1, *S)`` (the usual sigmoid setup: channel 0 is the
+foreground logit) is binary: it has 2 classes, background 0 and foreground 1, and
+:func:`class_logits` turns it into the equivalent 2-class logits ``(0, z)``
+(``softmax((0, z))[1] = sigmoid(z)``, so cross-entropy on them is BCE-with-logits on ``z``).
 """
 
 from __future__ import annotations
@@ -26,7 +33,13 @@ import torch
 
 from medprune.errors import DataError, ShapeMismatchError
 
-__all__ = ["class_indices", "class_indices_like_inputs", "targets_for_outputs"]
+__all__ = [
+    "class_indices",
+    "class_indices_like_inputs",
+    "class_logits",
+    "num_output_classes",
+    "targets_for_outputs",
+]
 
 _SUM_TOL = 1e-3  # one-hot / probability channels must sum to 1 within this
 
@@ -56,45 +69,63 @@ def class_indices(
         targets: ``index_shape`` class indices, the same with a size-1 dim 1, or a one-hot /
             probability map with ``num_classes`` channels in dim 1 (see the module docstring).
         index_shape: the shape of the class indices: ``(B,)`` or ``(B, *S)``.
-        num_classes: ``C``, the number of output channels; None accepts any channel count > 1
-            for one-hot targets.
+        num_classes: ``C``, the number of classes (2 for a single-channel output, see
+            :func:`num_output_classes`); None accepts any channel count > 1 for one-hot targets
+            and skips the range check.
 
     Returns:
-        int64 ``index_shape``. Class indices are not range-checked here (the tasks do that).
+        int64 ``index_shape``, in ``[0, num_classes - 1]`` when ``num_classes`` is given.
 
     Raises:
         ShapeMismatchError: ``targets`` has none of the accepted shapes.
-        DataError: float class indices that are not whole numbers, or a channel-dim target whose
-            values are not one-hot-like.
+        DataError: float class indices that are not whole numbers, a channel-dim target whose
+            values are not one-hot-like, or a class index outside ``[0, num_classes - 1]``.
     """
     index_shape = tuple(int(n) for n in index_shape)
     shape = tuple(targets.shape)
     if shape == index_shape:
-        return _whole_numbers(targets, shape)
+        return _in_range(_whole_numbers(targets, shape), num_classes)
     channel_form = (
         len(shape) == len(index_shape) + 1
         and shape[0] == index_shape[0]
         and shape[2:] == index_shape[1:]
     )
     if channel_form and shape[1] == 1:
-        return _whole_numbers(targets.squeeze(1), shape)  # (B, 1, *S) -> (B, *S)
+        indices = _whole_numbers(targets.squeeze(1), shape)  # (B, 1, *S) -> (B, *S)
+        return _in_range(indices, num_classes)
     if channel_form and shape[1] > 1 and (num_classes is None or shape[1] == num_classes):
         return _one_hot_argmax(targets)
     raise _shape_error(shape, index_shape, num_classes)
 
 
-def targets_for_outputs(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """:func:`class_indices` for model ``outputs`` ``(B, C)`` / ``(B, C, *S)``.
-
-    Returns:
-        int64 ``(B,)`` / ``(B, *S)``.
-    """
+def num_output_classes(outputs: torch.Tensor) -> int:
+    """Classes of logits ``(B, C)`` / ``(B, C, *S)``: ``C``, or 2 for one (sigmoid) channel."""
     if outputs.ndim < 2:
         raise ShapeMismatchError(
             f"model outputs must be (B, C) or (B, C, *S) logits; got shape {tuple(outputs.shape)}."
         )
+    return max(int(outputs.shape[1]), 2)
+
+
+def class_logits(outputs: torch.Tensor) -> torch.Tensor:
+    """Logits with one channel per class: a single foreground logit ``z`` ``(B, 1, *S)`` becomes
+    ``(0, z)`` ``(B, 2, *S)`` (softmax of it = ``(1 - sigmoid(z), sigmoid(z))``); others as is."""
+    if outputs.ndim >= 2 and outputs.shape[1] == 1:
+        return torch.cat([torch.zeros_like(outputs), outputs], dim=1)  # (B, 2, *S)
+    return outputs
+
+
+def targets_for_outputs(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """:func:`class_indices` for model ``outputs`` ``(B, C)`` / ``(B, C, *S)``.
+
+    A single-channel output is binary (:func:`num_output_classes`): targets in ``{0, 1}``.
+
+    Returns:
+        int64 ``(B,)`` / ``(B, *S)`` in ``[0, C - 1]``.
+    """
+    num_classes = num_output_classes(outputs)
     index_shape = (outputs.shape[0], *outputs.shape[2:])
-    return class_indices(targets, index_shape, num_classes=int(outputs.shape[1]))
+    return class_indices(targets, index_shape, num_classes=num_classes)
 
 
 def class_indices_like_inputs(
@@ -137,6 +168,23 @@ def _whole_numbers(targets: torch.Tensor, given: tuple[int, ...]) -> torch.Tenso
             "interpolation), or pass one-hot maps with one channel per class."
         )
     return targets.long()
+
+
+def _in_range(indices: torch.Tensor, num_classes: int | None) -> torch.Tensor:
+    """``indices`` after checking them against ``[0, num_classes - 1]`` (one min / max)."""
+    if num_classes is None or indices.numel() == 0:
+        return indices
+    lo, hi = int(indices.min()), int(indices.max())
+    bad = lo if lo < 0 else hi if hi >= num_classes else None
+    if bad is None:
+        return indices
+    raise DataError(
+        f"target label {bad} is outside the allowed range [0, {num_classes - 1}] for "
+        f"num_classes={num_classes} (output channels; one channel = binary 0 / 1). Map the label values to class indices 0..."
+        f"{num_classes - 1} (a 0/255 PNG mask: labels // 255, or "
+        "monai.transforms.MapLabelValue), or give the model / task as many classes (output "
+        "channels) as the labels use."
+    )
 
 
 def _one_hot_argmax(targets: torch.Tensor) -> torch.Tensor:

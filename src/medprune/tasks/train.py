@@ -164,7 +164,8 @@ def _train_epoch(
             state.optimizer.zero_grad(set_to_none=True)
             outputs = net(inputs)
             targets = state.task.check_targets(outputs, targets)
-            loss = state.task.loss_fn(outputs, targets)
+            logits = state.task.logits(outputs) if hasattr(state.task, "logits") else outputs
+            loss = state.task.loss_fn(logits, targets)
             for cb in callbacks:
                 extra = cb.extra_loss(state, inputs, targets, outputs)
                 if extra is not None:
