@@ -250,7 +250,8 @@ def _nifti_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     """3D NIfTI volumes (:class:`NiftiSegmentationFolder`); ``train.txt`` / ``val.txt`` /
     ``test.txt`` in the folder are used when all three exist, else every case is split
     (``val_fraction``, ``test_fraction``, seeded). ``num_classes`` and the class names are fixed
-    once over every case, so the three splits agree."""
+    once over every case, so the three splits agree, and every label file is checked then
+    (decoded, whole numbers below ``num_classes``), before any training."""
     root = resolve_data_path(o["path"])
     val_fraction, test_fraction = _fraction(o, "val_fraction"), _fraction(o, "test_fraction")
     size = _size(o, 3) if o["image_size"] is not None else None
@@ -265,6 +266,7 @@ def _nifti_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
         class_names=everything.class_names,
         image_size=everything.image_size,
         cache=o["cache"],
+        check_labels=False,  # `everything` checked every label file once
     )
     lists = [root / f"{s}.txt" for s in ("train", "val", "test")]
     if all(p.is_file() for p in lists):
