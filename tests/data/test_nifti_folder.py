@@ -237,7 +237,7 @@ def test_build_splits_nifti_folder(tmp_path: Path) -> None:
         (root / f"{name}.txt").write_text("\n".join(f"case_{i}.nii.gz" for i in cases))
     listed = build_splits(spec)
     assert listed.val.ids == ["case_3"] and listed.test.ids == ["case_4", "case_5"]
-    with pytest.raises(ConfigError, match=r"Did you mean 'normalise'"):
+    with pytest.raises(ConfigError, match=r"Did you mean 'data.normalise'"):
         build_splits({**spec, "normalize": "zscore"})
     with pytest.raises(ConfigError, match=r"data.image_size"):
         build_splits({**spec, "image_size": [8, 8]})
