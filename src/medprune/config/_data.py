@@ -161,6 +161,13 @@ _ROOTS = {
 }
 
 
+def _plain(value: Any) -> Any:
+    """Python-API values as YAML would give them: a path as text, a tuple as a list."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
 def common_data_keys() -> list[str]:
     """The keys every data kind accepts (``seed``, ``max_train``, ...)."""
     return list(_Common.model_fields)
@@ -170,7 +177,7 @@ def check_data(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a ``data`` mapping against its kind's model.
 
     Args:
-        spec: ``{"kind": ..., **keys}`` (path-like values are read as text).
+        spec: ``{"kind": ..., **keys}`` (path-like values are read as text, tuples as lists).
 
     Returns:
         Every key of the kind, the defaults filled in.
@@ -188,7 +195,7 @@ def check_data(spec: Mapping[str, Any]) -> dict[str, Any]:
         close = difflib.get_close_matches(str(kind), list(DATA_MODELS), n=1, cutoff=0.6)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"data.kind must be one of {', '.join(DATA_MODELS)}; got {kind!r}.{hint}")
-    raw = {"data": {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in spec.items()}}
+    raw = {"data": {k: _plain(v) for k, v in spec.items()}}
     root = _ROOTS[str(kind)]
     try:
         checked = root.model_validate(raw)
