@@ -126,8 +126,7 @@ def latency_pass(setup: RunSetup, models: Mapping[str, nn.Module]) -> list[dict[
         repeats=mc.repeats,
         warmup=mc.warmup,
         # a latency target on ONNX Runtime is always reported on it, whatever measure.onnx says
-        onnx=mc.onnx
-        or (
+        onnx=mc.onnx or (
             setup.config.prune.target == "latency"
             and setup.config.prune.latency_runtime == "onnxruntime"
         ),
