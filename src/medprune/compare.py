@@ -242,12 +242,13 @@ def run_compare(
         stem="compare",
         say=log,
     )
+    config = config.model_copy(update={"out": str(out_dir)})  # where the run really goes
     cells = make_grid(cc.methods, cc.targets, cc.seeds)
     _check_resume(config, out_dir)
     save_resolved(config, out_dir / "config.resolved.yaml")
     results = out_dir / RESULTS_FILE
     setup = setup_run(config)
-    base, info = obtain_base(setup, out_dir, checkpoint=checkpoint)
+    base, info = obtain_base(setup, out_dir, checkpoint=checkpoint, say=log)
     base_rec = next((r for r in read_jsonl(results) if r.get("kind") == "base"), None)
     if base_rec is None:
         base_rec = base_record(

@@ -153,11 +153,11 @@ def test_synthetic_kinds() -> None:
     ("spec", "match"),
     [
         ({"kind": "medmnst"}, "Unknown data kind 'medmnst'. Did you mean 'medmnist'?"),
-        ({"kind": "synthetic_classification", "n_trian": 5}, "Did you mean 'n_train'?"),
-        ({"kind": "medmnist"}, "needs the key\\(s\\) path"),
+        ({"kind": "synthetic_classification", "n_trian": 5}, "Did you mean 'data.n_train'\\?"),
+        ({"kind": "medmnist"}, "data.path is required: a string"),
         (
             {"kind": "synthetic_classification", "max_train": 0},
-            "data.max_train must be an integer >= 1; got 0",
+            "data.max_train must be an integer >= 1 or null; got 0",
         ),
         (
             {"kind": "segmentation_folder", "path": ".", "val_fraction": 1.5},
@@ -166,11 +166,43 @@ def test_synthetic_kinds() -> None:
         ({"kind": "image_folder", "path": ".", "image_size": "big"}, "data.image_size"),
         ({"kind": "synthetic_classification", "n_val": -1}, "data.n_val must be an integer >= 1"),
         ({"path": "x"}, "needs a 'kind' key"),
+        # every kind's keys are checked with the `data.` prefix (issue: `image_size must be ...`)
+        (
+            {"kind": "synthetic_classification", "image_size": "abc"},
+            r"^data\.image_size must be an integer >= 8; got 'abc'\.$",
+        ),
+        (
+            {"kind": "synthetic_segmentation", "spatial_dims": 4},
+            r"data\.spatial_dims must be one of 2, 3; got 4",
+        ),
+        (
+            {"kind": "nifti_folder", "path": ".", "normalise": "zscor"},
+            r"data\.normalise must be one of 'zscore', 'minmax', 'none'; got 'zscor'\. "
+            r"Did you mean 'zscore'\?",
+        ),
+        ({"kind": "nifti_folder", "path": ".", "cache": 1}, r"data\.cache must be true or false"),
+        ({"kind": "csv", "path": ".", "label_column": 3}, r"data\.label_column must be a string"),
+        ({"kind": "medmnist", "path": ".", "image_size": [0, 4]}, r"data\.image_size must be"),
+        (
+            {"kind": "image_folder", "path": ".", "image_size": [4, 4, 4]},
+            r"^data\.image_size must be a positive int or 2 positive ints; got \[4, 4, 4\]",
+        ),
     ],
 )
 def test_config_errors(spec: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         build_splits(spec)
+
+
+def test_data_keys_are_checked_when_the_config_is_read() -> None:
+    """A bad ``data.*`` key fails in ``load_config`` (``medprune config``), before any data."""
+    from medprune.config import load_config
+
+    with pytest.raises(ConfigError, match=r"^data\.image_size must be an integer >= 8; got 'abc'"):
+        load_config(None, {"data.image_size": "abc"})
+    with pytest.raises(ConfigError, match=r"Unknown config key 'data\.n_trian'\. Did you mean"):
+        load_config(None, {"data.n_trian": 5})
+    assert load_config(None, {"data.n_train": 5}).data["n_train"] == 5
 
 
 def test_missing_files_are_data_errors(tmp_path: Path) -> None:

@@ -237,7 +237,7 @@ def test_build_splits_nifti_folder(tmp_path: Path) -> None:
         (root / f"{name}.txt").write_text("\n".join(f"case_{i}.nii.gz" for i in cases))
     listed = build_splits(spec)
     assert listed.val.ids == ["case_3"] and listed.test.ids == ["case_4", "case_5"]
-    with pytest.raises(ConfigError, match=r"Did you mean 'normalise'"):
+    with pytest.raises(ConfigError, match=r"Did you mean 'data.normalise'"):
         build_splits({**spec, "normalize": "zscore"})
     with pytest.raises(ConfigError, match=r"data.image_size"):
         build_splits({**spec, "image_size": [8, 8]})
@@ -275,3 +275,51 @@ def test_user_steps_train_then_prune_the_example_config(tmp_path: Path) -> None:
     assert 0.4 <= run["pruned"]["summary"]["macs_removed"] <= 0.6
     assert run["pruned"]["measurement"]["macs"] < run["base"]["measurement"]["macs"]
     assert "dice" in json.dumps(run["pruned"]["metrics"])
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ("truncated", r"cannot decode label .*labelsTr/case_2\.nii\.gz: .*Re-export the file"),
+        (
+            "five",
+            r"label .*case_2\.nii\.gz holds values 0\.\.5 but num_classes is 3 \(classes 0\.\.2\); "
+            r"set data\.num_classes to at least 6",
+        ),
+        ("half", r"label .*case_2\.nii\.gz holds non-integer values \(e\.g\. 0\.5\)"),
+    ],
+)
+def test_bad_labels_fail_when_the_dataset_is_opened(tmp_path: Path, bad: str, match: str) -> None:
+    """A broken label file is found by build_splits, before a model or run folder exists."""
+    root = _folder(tmp_path / "data", 3)
+    label = root / "labelsTr" / "case_2.nii.gz"
+    if bad == "truncated":
+        data = label.read_bytes()
+        label.write_bytes(data[:-12])  # the header decodes, the voxels do not
+    else:
+        values = np.zeros(SHAPE, np.float32)
+        values[0, 0, 0] = 5.0 if bad == "five" else 0.5
+        _save(label, values)
+    spec = {"kind": "nifti_folder", "path": str(root), "image_size": 8, "num_classes": 3}
+    with pytest.raises(DataError, match=match):
+        build_splits(spec)
+    with pytest.raises(DataError, match=match):
+        NiftiSegmentationFolder(root, num_classes=3, progress=False)
+
+
+def test_labels_are_checked_once_with_a_progress_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medprune.data import nifti_folder
+
+    seen: list[tuple[str, int]] = []
+    real = nifti_folder.progress_bar
+
+    def spy(iterable: list, **kwargs: object) -> object:
+        seen.append((str(kwargs["desc"]), len(iterable)))
+        return real(iterable, **kwargs)
+
+    monkeypatch.setattr(nifti_folder, "progress_bar", spy)
+    root = _folder(tmp_path / "data", 5)
+    build_splits({"kind": "nifti_folder", "path": str(root), "image_size": 8})
+    assert seen == [("checking labels in data", 5)]  # all cases, once (not again per split)

@@ -142,3 +142,31 @@ def test_cli_prune_on_too_small_data_stops_before_training(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "smallest size that runs is 16x16" in err[0]
     assert not (tmp_path / "out" / "base" / "model.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("size", "fix"),
+    [(8, "Set data.image_size >= 16 (e.g. data.image_size: 16), a multiple of 8."),
+     (20, "Set data.image_size >= 16 (e.g. data.image_size: 24), a multiple of 8.")],
+)  # fmt: skip
+def test_config_run_names_data_image_size_as_the_fix(size: int, fix: str) -> None:
+    """In a config / CLI run the fix is the config key, not a tensor to resize."""
+    from medprune.config import load_config
+    from medprune.pipeline import build_model, setup_run
+
+    config = load_config(
+        None,
+        {
+            "model.name": "monai.UNet",
+            "model.kwargs": UNET_KWARGS,
+            "data": {"kind": "synthetic_segmentation", "n_train": 2, "n_val": 1, "n_test": 1,
+                     "image_size": size},
+            "progress": False,
+        },
+    )  # fmt: skip
+    with pytest.raises(ShapeMismatchError) as info:
+        build_model(setup_run(config))
+    message = str(info.value)
+    assert "smallest size that runs is 16x16" in message
+    assert fix in message
+    assert "Resize or pad" not in message and "torch.zeros" not in message

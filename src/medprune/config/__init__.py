@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from medprune.config._data import DATA_MODELS, check_data
 from medprune.config._errors import config_error
 from medprune.config._models import (
     DATA_KINDS,
@@ -57,9 +58,11 @@ def build_config(raw: Mapping[str, Any] | None) -> RunConfig:
     """
     raw = dict(raw or {})
     try:
-        return RunConfig.model_validate(raw)
+        config = RunConfig.model_validate(raw)
     except ValidationError as e:
         raise config_error(e, RunConfig, raw) from None
+    check_data(config.data)  # the keys of the data kind (``data.<key>`` in errors)
+    return config
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
@@ -187,6 +190,7 @@ def save_resolved(config: RunConfig, path: PathLike) -> Path:
 
 __all__ = [
     "DATA_KINDS",
+    "DATA_MODELS",
     "RECIPE_KEYS",
     "SECTIONS",
     "TOP_LEVEL",
@@ -200,6 +204,7 @@ __all__ = [
     "TaskConfig",
     "TrainConfig",
     "build_config",
+    "check_data",
     "config_to_dict",
     "load_config",
     "parse_set",

@@ -330,7 +330,8 @@ class CompareConfig(BaseModel):
 
 # ----------------------------------------------------------------------------- the whole run
 class DataSpec(TypedDict, total=False):
-    """The ``data`` mapping: ``kind`` and that kind's own keys (checked by ``build_splits``)."""
+    """The ``data`` mapping: ``kind`` and that kind's own keys (one model per kind in
+    :mod:`medprune.config._data`, checked by :func:`~medprune.config._data.check_data`)."""
 
     __pydantic_config__ = ConfigDict(extra="allow", strict=True)  # type: ignore[misc]
 
@@ -365,7 +366,7 @@ class RunConfig(BaseModel):
     data: DataSpec = Field(
         default_factory=_default_data,  # type: ignore[arg-type]
         description="the dataset: `kind` plus that kind's own keys (`path`, `image_size`, "
-        "`n_train`, ...), passed to `medprune.data.build_splits`, which checks them; a `data` "
+        "`n_train`, ...: one table per kind below, checked when the config is read); a `data` "
         "mapping replaces the default one, `--set data.KEY=...` edits it",
     )
     model: ModelConfig = Field(default_factory=ModelConfig, description="the network")

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from medprune.config._data import DATA_MODELS, common_data_keys
 from medprune.config._errors import describe_field, fields_of, flattened_of
 from medprune.config._models import RunConfig, TrainRecipe
 
@@ -67,6 +68,29 @@ def _table(tp: Any, prefix: str, defaults: dict[str, Any]) -> list[str]:
     return [*head, *_rows(tp, prefix, defaults)]
 
 
+_COMMON_DATA_KEYS = common_data_keys()
+
+
+def _data_kinds() -> list[str]:
+    """One table per data kind: its keys (`data.<key>`) with type, default and meaning."""
+    from pydantic_core import PydanticUndefined
+
+    lines: list[str] = []
+    for kind, model in DATA_MODELS.items():
+        doc = " ".join((model.__doc__ or "").split())
+        lines += ["", f"### `data.kind: {kind}`", "", doc, ""]
+        lines += ["| key | type | default | description |", "|---|---|---|---|"]
+        fields = model.model_fields
+        own = [n for n in fields if n not in _COMMON_DATA_KEYS and n != "kind"]
+        for name in [*own, *_COMMON_DATA_KEYS]:  # the kind's own keys first
+            info = fields[name]
+            kind_text = _cell(describe_field(info.annotation, info))
+            default = "required" if info.default is PydanticUndefined else _default(info.default)
+            about = _cell(info.description or "")
+            lines.append(f"| `data.{name}` | {kind_text} | {default} | {about} |")
+    return lines
+
+
 def schema_markdown() -> str:
     """The Markdown reference of every config key (the content of ``docs/config.md``)."""
     from medprune.config import config_to_dict
@@ -82,6 +106,7 @@ def schema_markdown() -> str:
             text = str(info.description)
             lines += [f"{text[0].upper()}{text[1:]}. {DATA_NOTE}{_default(defaults['data'])}.", ""]
             lines += _table(section, "data.", {"kind": defaults["data"]["kind"]})
+            lines += _data_kinds()
             continue
         doc = " ".join((section.__doc__ or "").strip().split("\n\n")[0].split())
         doc = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", doc).replace("``", "`")

@@ -38,6 +38,7 @@ from medprune.data._nifti_files import (
 from medprune.data.arrays import parse_image_size
 from medprune.data.segmentation_folder import read_split_file
 from medprune.errors import ConfigError, DataError
+from medprune.progress import progress_bar
 from medprune.typing import PathLike
 
 logger = logging.getLogger(__name__)
@@ -81,13 +82,18 @@ class NiftiSegmentationFolder(Dataset):
         cache: keep decoded, resized volumes in memory (``C * D * H * W * 4`` bytes per case),
             so later epochs do no I/O (with ``num_workers > 0`` each loader worker keeps its own
             copy); turn off for datasets that do not fit.
+        check_labels: decode every label file now and check its values (whole numbers in
+            ``[0, num_classes)``), so a broken case fails when the dataset is opened, not in the
+            middle of training; False when another dataset over the same files checked them.
+        progress: show a progress bar while the labels are checked.
 
     Items are ``(image float32 (C, D, H, W), label int64 (D, H, W) in [0, num_classes))``.
 
     Raises:
         ConfigError: nibabel is missing (``pip install 'medprune[nifti]'``) or an option is bad.
         DataError: no layout or no images, an image without a label, shapes that differ between
-            an image and its label, non-integer labels or labels >= ``num_classes``.
+            an image and its label, a label file that does not decode, non-integer labels or
+            labels outside ``[0, num_classes)`` (each naming the file, the value and the fix).
     """
 
     task = "segmentation"
@@ -106,6 +112,8 @@ class NiftiSegmentationFolder(Dataset):
         normalise: str = "zscore",
         resize: str = "interpolate",
         cache: bool = True,
+        check_labels: bool = True,
+        progress: bool = True,
     ) -> None:
         require_nibabel()
         self.root = Path(root)
@@ -119,7 +127,11 @@ class NiftiSegmentationFolder(Dataset):
         self.cases: list[NiftiCase] = [cases[i] for i in self.ids]
         self.in_channels, native = self._check_headers(target is None)
         self.image_size: tuple[int, ...] = target or native
+        self._progress = bool(progress)
+        self._label_ranges: list[tuple[int, int]] | None = None
         self.class_names, self.num_classes = self._classes(num_classes, class_names)
+        if check_labels:
+            self.check_labels()
         self._cache: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.cases)
 
     # -- construction ---------------------------------------------------------------------------
@@ -188,18 +200,41 @@ class NiftiSegmentationFolder(Dataset):
         return names, given
 
     def _max_label(self) -> int:
-        """Largest label value over the selected cases (reads every label file)."""
-        logger.info("reading %d label files to count the classes of %s", len(self.cases), self.root)
+        """Largest label value over the selected cases (reads every label file once)."""
+        return max((high for _, high in self._scan_labels()), default=0)
+
+    def _scan_labels(self) -> list[tuple[int, int]]:
+        """``(min, max)`` of each case's label, decoding every label file once (a truncated file
+        or fractional values raise :class:`DataError` naming the file)."""
+        if self._label_ranges is not None:
+            return self._label_ranges
         nibabel = require_nibabel()
-        largest = 0
-        for case in self.cases:
+        ranges = []
+        bar = progress_bar(
+            self.cases, desc=f"checking labels in {self.root.name}", unit="files",
+            enabled=self._progress,
+        )  # fmt: skip
+        for case in bar:
             try:
                 label = np.asanyarray(nibabel.load(str(case.label)).dataobj)
             except Exception as e:  # truncated .gz, bad header, ...
-                raise DataError(f"cannot decode {case.label}: {e}") from e
+                raise DataError(
+                    f"cannot decode label {case.label}: {e}. Re-export the file, or remove case "
+                    f"{case.case_id!r} (its image and label) from {self.root}."
+                ) from e
             _check_integer(label, case.label)
-            largest = max(largest, int(label.max()) if label.size else 0)
-        return largest
+            ranges.append((int(label.min()), int(label.max())) if label.size else (0, 0))
+        self._label_ranges = ranges
+        return ranges
+
+    def check_labels(self) -> None:
+        """Decode every label file and check its values are class indices ``[0, num_classes)``.
+
+        Raises:
+            DataError: the first bad file, with its value and the fix.
+        """
+        for case, (low, high) in zip(self.cases, self._scan_labels(), strict=True):
+            _check_range_values(low, high, case.label, self.num_classes)
 
     # -- items ----------------------------------------------------------------------------------
 
@@ -332,8 +367,16 @@ def _check_integer(label: np.ndarray, path: Path) -> None:
 
 
 def _check_range(label: torch.Tensor, path: Path, num_classes: int) -> None:
-    low, high = int(label.min()), int(label.max())
-    if low < 0 or high >= num_classes:
+    _check_range_values(int(label.min()), int(label.max()), path, num_classes)
+
+
+def _check_range_values(low: int, high: int, path: Path, num_classes: int) -> None:
+    if low < 0:
+        raise DataError(
+            f"label {path} holds the value {low}; labels must be class indices >= 0 "
+            f"(0 = background). Fix the label file."
+        )
+    if high >= num_classes:
         raise DataError(
             f"label {path} holds values {low}..{high} but num_classes is {num_classes} (classes "
             f"0..{num_classes - 1}); set data.num_classes to at least {high + 1} or fix the label."

@@ -1,6 +1,8 @@
 """The config-driven data factory: ``build_splits(spec) -> DataSplits``.
 
-``spec["kind"]`` picks the reader; the other keys depend on the kind (unknown keys are errors)::
+``spec["kind"]`` picks the reader; the other keys depend on the kind. Each kind's keys, with
+type, default and meaning, are a pydantic model in :mod:`medprune.config._data` (listed in
+``docs/config.md``); unknown keys and bad values are :class:`ConfigError` naming ``data.<key>``::
 
     {"kind": "medmnist", "path": "$MEDPRUNE_DATA/pneumoniamnist/pneumoniamnist.npz", "image_size": 28}
     {"kind": "segmentation_folder", "path": "$MEDPRUNE_DATA/kvasir-seg", "image_size": 128}
@@ -21,16 +23,12 @@ stratified by class, seeded). ``segmentation_folder`` uses split lists in the fo
 
 ``nifti_folder`` (3D segmentation, :class:`NiftiSegmentationFolder`; needs ``pip install
 'medprune[nifti]'``) reads ``imagesTr/`` + ``labelsTr/`` (MSD, nnU-Net ``_0000`` channel files) or
-``images/`` + ``labels/`` (or ``masks/``) of ``.nii`` / ``.nii.gz`` files. Keys: ``path``,
-``image_size`` (``[D, H, W]`` or one int; None = stored size), ``num_classes`` and ``class_names``
-(None = from ``dataset.json``, else the largest label + 1), ``normalise`` (``zscore`` | ``minmax`` |
-``none``), ``resize`` (``interpolate`` | ``crop_pad``), ``cache`` (decoded volumes in memory),
-``val_fraction`` / ``test_fraction`` (0.2 each; all three split lists, when present, win).
+``images/`` + ``labels/`` (or ``masks/``) of ``.nii`` / ``.nii.gz`` files; all three split lists,
+when present, win over ``val_fraction`` / ``test_fraction``.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,8 +49,6 @@ from medprune.registry import Registry
 from medprune.typing import PathLike
 
 DATA_ENV = "MEDPRUNE_DATA"
-_REQUIRED = object()
-_COMMON = {"kind": _REQUIRED, "seed": 0, "max_train": None, "max_val": None, "max_test": None}
 
 
 @dataclass(frozen=True)
@@ -126,43 +122,6 @@ def resolve_data_path(path: PathLike) -> Path:
 # spec checking
 
 
-def _options(spec: Mapping[str, Any], keys: Mapping[str, Any]) -> dict[str, Any]:
-    """Fill defaults; unknown keys and missing required keys raise ConfigError."""
-    allowed = {**_COMMON, **keys}
-    kind = spec["kind"]
-    for key in spec:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"Unknown data key {key!r} for kind {kind!r}.{hint} "
-                f"Allowed: {', '.join(sorted(allowed))}."
-            )
-    missing = [k for k, v in allowed.items() if v is _REQUIRED and k not in spec]
-    if missing:
-        raise ConfigError(f"data kind {kind!r} needs the key(s) {', '.join(missing)}.")
-    opts = {k: spec.get(k, v) for k, v in allowed.items()}
-    for key in ("max_train", "max_val", "max_test"):
-        if opts[key] is not None:
-            _int(opts, key, 1)
-    _int(opts, "seed", 0)
-    return opts
-
-
-def _int(opts: Mapping[str, Any], key: str, minimum: int) -> int:
-    value = opts[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"data.{key} must be an integer >= {minimum}; got {value!r}.")
-    return value
-
-
-def _fraction(opts: Mapping[str, Any], key: str) -> float:
-    value = opts[key]
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-        raise ConfigError(f"data.{key} must be a number in [0, 1); got {value!r}.")
-    return float(value)
-
-
 def _size(opts: Mapping[str, Any], spatial_dims: int = 2) -> tuple[int, ...]:
     value = opts["image_size"]
     try:
@@ -170,27 +129,18 @@ def _size(opts: Mapping[str, Any], spatial_dims: int = 2) -> tuple[int, ...]:
             list(value) if isinstance(value, (list, tuple)) else value, spatial_dims
         )
     except ConfigError as e:
-        raise ConfigError(f"data.image_size: {e}") from None
+        raise ConfigError(f"data.{e}") from None  # "data.image_size must be ..."
 
 
 # ---------------------------------------------------------------------------------------------
 # the kinds
 
 _Builder = Callable[[Mapping[str, Any]], tuple[Dataset, Dataset, Dataset]]
-_KINDS: Registry[tuple[dict[str, Any], _Builder]] = Registry("data kind")
+#: data kind -> builder of its three splits, from the validated keys (``config._data.check_data``).
+_KINDS: Registry[_Builder] = Registry("data kind")
 
 
-def _kind(name: str, keys: dict[str, Any]) -> Callable[[_Builder], _Builder]:
-    def decorator(fn: _Builder) -> _Builder:
-        _KINDS.add(name, (keys, fn))
-        return fn
-
-    return decorator
-
-
-@_kind(
-    "medmnist", {"path": _REQUIRED, "image_size": None, "num_classes": None, "class_names": None}
-)
+@_KINDS.register("medmnist")
 def _medmnist(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     path = resolve_data_path(o["path"])
     size = _size(o) if o["image_size"] is not None else None
@@ -198,20 +148,11 @@ def _medmnist(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     return tuple(load_medmnist(path, s, **kw) for s in ("train", "val", "test"))  # type: ignore[return-value]
 
 
-@_kind(
-    "segmentation_folder",
-    {
-        "path": _REQUIRED,
-        "image_size": 256,
-        "val_fraction": 0.2,
-        "test_fraction": 0.2,
-        "class_names": None,
-    },
-)
+@_KINDS.register("segmentation_folder")
 def _segmentation_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     root = resolve_data_path(o["path"])
     size = _size(o)
-    val_fraction, test_fraction = _fraction(o, "val_fraction"), _fraction(o, "test_fraction")
+    val_fraction, test_fraction = o["val_fraction"], o["test_fraction"]
     lists = {s: root / f"{s}.txt" for s in ("train", "val", "test")}
 
     def folder(ids: Sequence[str] | None) -> SegmentationFolder:
@@ -232,30 +173,16 @@ def _segmentation_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Datase
     return tuple(folder([everything.ids[i] for i in part]) for part in parts)  # type: ignore[return-value]
 
 
-@_kind(
-    "nifti_folder",
-    {
-        "path": _REQUIRED,
-        "image_size": None,
-        "num_classes": None,
-        "class_names": None,
-        "normalise": "zscore",
-        "resize": "interpolate",
-        "cache": True,
-        "val_fraction": 0.2,
-        "test_fraction": 0.2,
-    },
-)
+@_KINDS.register("nifti_folder")
 def _nifti_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     """3D NIfTI volumes (:class:`NiftiSegmentationFolder`); ``train.txt`` / ``val.txt`` /
     ``test.txt`` in the folder are used when all three exist, else every case is split
     (``val_fraction``, ``test_fraction``, seeded). ``num_classes`` and the class names are fixed
-    once over every case, so the three splits agree."""
+    once over every case, so the three splits agree, and every label file is checked then
+    (decoded, whole numbers below ``num_classes``), before any training."""
     root = resolve_data_path(o["path"])
-    val_fraction, test_fraction = _fraction(o, "val_fraction"), _fraction(o, "test_fraction")
+    val_fraction, test_fraction = o["val_fraction"], o["test_fraction"]
     size = _size(o, 3) if o["image_size"] is not None else None
-    if not isinstance(o["cache"], bool):
-        raise ConfigError(f"data.cache must be true or false; got {o['cache']!r}.")
     kw = {"image_size": size, "normalise": o["normalise"], "resize": o["resize"]}
     everything = NiftiSegmentationFolder(
         root, num_classes=o["num_classes"], class_names=o["class_names"], cache=False, **kw
@@ -265,6 +192,7 @@ def _nifti_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
         class_names=everything.class_names,
         image_size=everything.image_size,
         cache=o["cache"],
+        check_labels=False,  # `everything` checked every label file once
     )
     lists = [root / f"{s}.txt" for s in ("train", "val", "test")]
     if all(p.is_file() for p in lists):
@@ -285,15 +213,12 @@ def _nifti_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
 
 
 def _split_three(dataset: Dataset, o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
-    fractions = [_fraction(o, "val_fraction"), _fraction(o, "test_fraction")]
+    fractions = [o["val_fraction"], o["test_fraction"]]
     parts = split_indices(len(dataset), labels_of(dataset), fractions, o["seed"])  # type: ignore[arg-type]
     return tuple(LabeledSubset(dataset, p) for p in parts)  # type: ignore[return-value]
 
 
-_FILE_KEYS = {"path": _REQUIRED, "image_size": 64, "grayscale": False}
-
-
-@_kind("image_folder", {**_FILE_KEYS, "val_fraction": 0.15, "test_fraction": 0.15})
+@_KINDS.register("image_folder")
 def _image_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     root = resolve_data_path(o["path"])
     kw = {"image_size": _size(o), "grayscale": bool(o["grayscale"])}
@@ -314,19 +239,7 @@ def _image_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     return _split_three(ImageFolderDataset(root, **kw), o)
 
 
-@_kind(
-    "csv",
-    {
-        **_FILE_KEYS,
-        "image_root": None,
-        "val_path": None,
-        "test_path": None,
-        "path_column": "path",
-        "label_column": "label",
-        "val_fraction": 0.15,
-        "test_fraction": 0.15,
-    },
-)
+@_KINDS.register("csv")
 def _csv(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     root = resolve_data_path(o["image_root"]) if o["image_root"] is not None else None
     kw = {
@@ -349,50 +262,22 @@ def _csv(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     return train, val or val_split, test or test_split
 
 
-@_kind(
-    "synthetic_classification",
-    {
-        "n_train": 1000,
-        "n_val": 250,
-        "n_test": 250,
-        "image_size": 32,
-        "in_channels": 1,
-        "num_classes": 2,
-        "minority_fraction": 0.15,
-    },
-)
+@_KINDS.register("synthetic_classification")
 def _synthetic_classification(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     kw = {k: o[k] for k in ("image_size", "in_channels", "num_classes", "minority_fraction")}
-    _check_counts(o)
     return tuple(  # type: ignore[return-value]
-        make_synthetic_classification(_int(o, f"n_{s}", 1), seed=_derived_seed(o["seed"], i), **kw)
+        make_synthetic_classification(o[f"n_{s}"], seed=_derived_seed(o["seed"], i), **kw)
         for i, s in enumerate(("train", "val", "test"))
     )
 
 
-@_kind(
-    "synthetic_segmentation",
-    {
-        "n_train": 160,
-        "n_val": 40,
-        "n_test": 40,
-        "image_size": 32,
-        "spatial_dims": 2,
-        "in_channels": 1,
-    },
-)
+@_KINDS.register("synthetic_segmentation")
 def _synthetic_segmentation(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     kw = {k: o[k] for k in ("image_size", "spatial_dims", "in_channels")}
-    _check_counts(o)
     return tuple(  # type: ignore[return-value]
-        make_synthetic_segmentation(_int(o, f"n_{s}", 1), seed=_derived_seed(o["seed"], i), **kw)
+        make_synthetic_segmentation(o[f"n_{s}"], seed=_derived_seed(o["seed"], i), **kw)
         for i, s in enumerate(("train", "val", "test"))
     )
-
-
-def _check_counts(o: Mapping[str, Any]) -> None:
-    for split in ("train", "val", "test"):
-        _int(o, f"n_{split}", 1)
 
 
 def _derived_seed(seed: int, split_index: int) -> int:
@@ -423,8 +308,10 @@ def build_splits(spec: Mapping[str, Any]) -> DataSplits:
         raise ConfigError(f"data spec must be a mapping with a 'kind' key; got {spec!r}.")
     if "kind" not in spec:
         raise ConfigError(f"data spec needs a 'kind' key, one of: {', '.join(list_data_kinds())}.")
-    keys, builder = _KINDS.get(spec["kind"])
-    opts = _options(spec, keys)
+    from medprune.config._data import check_data
+
+    builder = _KINDS.get(spec["kind"])
+    opts = check_data(spec)
     train, val, test = builder(opts)
     seed = opts["seed"]
     train = subsample(train, opts["max_train"], seed)

@@ -147,8 +147,11 @@ def _size(side: int | tuple[int, ...], ndim: int) -> str:
     return "x".join(str(s) for s in sides)
 
 
-def size_message(probe: SizeProbe, model_name: str, channels: int) -> str:
-    """The one-line explanation of a :class:`SizeProbe`."""
+def size_message(
+    probe: SizeProbe, model_name: str, channels: int, *, setting: str | None = None
+) -> str:
+    """The one-line explanation of a :class:`SizeProbe`; ``setting`` (``"data.image_size"``)
+    names the config key that sets the input size, so the fix is said in its terms."""
     nd = len(probe.given)
     given = "(" + ", ".join(str(s) for s in probe.given) + ")"
     smallest = _size(probe.smallest, nd)
@@ -160,14 +163,31 @@ def size_message(probe: SizeProbe, model_name: str, channels: int) -> str:
         head = f"input spatial size {given} is too small for {model_name}"
     else:
         head = f"input spatial size {given} does not fit {model_name}'s downsampling"
+    if setting is not None:
+        return f"{head}: the smallest size that runs is {smallest}{multiples}. " + _setting_fix(
+            probe, setting
+        )
     return (
         f"{head}: the smallest size that runs is {smallest}{multiples}. Resize or pad "
         f"the inputs, e.g. to {fix} (torch.zeros(1, {channels}, {example}) runs)."
     )
 
 
+def _setting_fix(probe: SizeProbe, setting: str) -> str:
+    """``Set data.image_size >= 16 (e.g. data.image_size: 16), a multiple of 8.``"""
+    fix = probe.suggestion()
+    value = str(fix[0]) if len(set(fix)) == 1 else "[" + ", ".join(str(s) for s in fix) + "]"
+    m = probe.multiple
+    multiple = f", a multiple of {m}" if m else ""
+    return f"Set {setting} >= {probe.smallest} (e.g. {setting}: {value}){multiple}."
+
+
 def input_size_error(
-    model: nn.Module, inputs: tuple[torch.Tensor, ...], error: BaseException
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    error: BaseException,
+    *,
+    setting: str | None = None,
 ) -> ShapeMismatchError | None:
     """A :class:`ShapeMismatchError` naming the minimum size, when ``error`` came from the size.
 
@@ -175,6 +195,8 @@ def input_size_error(
         model: the network that raised ``error`` on ``inputs``.
         inputs: its positional inputs (a single ``(B, C, *S)`` tensor is probed).
         error: the RuntimeError / ValueError of the failed forward pass.
+        setting: the config key that sets the input size (``"data.image_size"`` in a config /
+            CLI run): the fix names it instead of resizing tensors.
 
     Returns:
         The error to raise (``raise err from None``), or None when probing finds no size that
@@ -187,16 +209,19 @@ def input_size_error(
         return None  # the failing size fits what the probe found: the size is not the cause
     x = inputs[0]
     first = (str(error).strip().splitlines() or [""])[0]
-    msg = size_message(probe, type(model).__name__, int(x.shape[1]))
+    msg = size_message(probe, type(model).__name__, int(x.shape[1]), setting=setting)
     return ShapeMismatchError(f"{msg} (The model raised {type(error).__name__}: {first})")
 
 
-def check_input_size(model: nn.Module, example_inputs: torch.Tensor) -> None:
+def check_input_size(
+    model: nn.Module, example_inputs: torch.Tensor, *, setting: str | None = None
+) -> None:
     """Run ``model`` once on the first example ``(1, C, *S)`` (eval mode, no gradients).
 
     Args:
         model: the network (its modes are restored).
         example_inputs: a batch ``(B, C, *S)`` shaped like the data the model will see.
+        setting: the config key that sets the input size (see :func:`input_size_error`).
 
     Raises:
         ShapeMismatchError: the input is too small for the model's downsampling (one error naming
@@ -210,7 +235,7 @@ def check_input_size(model: nn.Module, example_inputs: torch.Tensor) -> None:
         with torch.no_grad():
             model(x)
     except (RuntimeError, ValueError) as e:
-        size_error = input_size_error(model, (x,), e)
+        size_error = input_size_error(model, (x,), e, setting=setting)
         if size_error is not None:
             raise size_error from None
         raise ShapeMismatchError(

@@ -4,6 +4,11 @@ loaded from a checkpoint the user gives.
 ``out/base/base_config.json`` records the settings the base model was trained with (seed, data,
 model, task, train). A rerun into the same folder with other settings is refused instead of
 silently pruning the old model.
+
+A run moved out of a taken folder (``<out>/prune-l1-0.3``, ``<out>/compare``, see
+:mod:`medprune.pipeline.folders`) reuses the base model of the run it was moved away from when
+its settings match: ``<out>/base/model.pt`` of a prune / compare run, or ``<out>/model.pt`` of a
+``medprune train`` run (its ``config.resolved.yaml`` holds the settings).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +33,19 @@ log = logging.getLogger(__name__)
 
 
 def obtain_base(
-    setup: RunSetup, out_dir: PathLike, *, checkpoint: PathLike | None = None
+    setup: RunSetup,
+    out_dir: PathLike,
+    *,
+    checkpoint: PathLike | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The base model: loaded from ``checkpoint``, or from ``out_dir/base/model.pt`` of an earlier
-    (interrupted) run, or trained now and saved there. Returns ``(model, info)`` where ``info``
-    has ``source`` and ``train_time_s``."""
+    (interrupted) run, or from the run ``out_dir`` sits in when its settings match (its
+    ``base/model.pt``, or the ``model.pt`` of a ``medprune train`` run), or trained now and saved
+    to ``out_dir/base/``. Returns ``(model, info)`` where ``info`` has ``source`` and
+    ``train_time_s``. ``say`` (default: logging) hears which base the run uses and, when a train
+    run beside it has other settings, why it is retrained."""
+    say = say or log.info
     base_path = Path(out_dir) / "base" / "model.pt"
     if checkpoint is not None:
         model, _ = load_model(
@@ -49,6 +63,10 @@ def obtain_base(
         log.info("reusing the base model %s (trained with the same settings)", beside)
         model, _ = load_model(beside)
         return model, {"source": str(beside), "train_time_s": 0.0}
+    trained = _train_run_beside(Path(out_dir), setup, say)
+    if trained is not None:  # a run moved to <out>/prune-... next to `medprune train`'s model
+        model, _ = load_model(trained)
+        return model, {"source": str(trained), "train_time_s": 0.0}
     model = build_model(setup)
     t0 = time.perf_counter()
     history = train_model(setup, model, checkpoint_path=Path(out_dir) / "base" / "train_state.pt")
@@ -81,6 +99,72 @@ def _matching_base_beside(out_dir: Path, stamp: dict[str, Any]) -> Path | None:
     except (OSError, ValueError):
         return None
     return path if saved == stamp else None
+
+
+#: The config sections a base model depends on (those :func:`base_fingerprint` records).
+BASE_SECTIONS = ("seed", "data", "model", "task", "train")
+
+
+def _train_run_beside(out_dir: Path, setup: RunSetup, say: Callable[[str], None]) -> Path | None:
+    """``<parent>/model.pt`` when ``<parent>`` holds a finished ``medprune train`` run with the
+    same seed, data, model, task and train settings as ``setup`` (else None, saying why when the
+    settings differ)."""
+    from medprune.config import config_to_dict, load_config
+
+    parent = out_dir.parent
+    path = parent / "model.pt"
+    run = _read_json(parent / "run.json")
+    if not (path.is_file() and run and _verb(run) == "train"):
+        return None
+    try:
+        theirs = config_to_dict(load_config(parent / "config.resolved.yaml"))
+    except (ConfigError, OSError, ValueError) as e:
+        say(f"retraining: the config of the train run in {parent} is unreadable ({e}); pass "
+            f"--checkpoint {path} to use its model anyway")  # fmt: skip
+        return None
+    ours = config_to_dict(setup.config)
+    changes = _differences(
+        {k: theirs.get(k) for k in BASE_SECTIONS}, {k: ours.get(k) for k in BASE_SECTIONS}
+    )
+    if changes:
+        say(f"retraining: the train run in {parent} has other settings ({'; '.join(changes)}); "
+            f"pass --checkpoint {path} to use it anyway")  # fmt: skip
+        return None
+    say(f"using the base model of the train run in {parent} ({path.name})")
+    return path
+
+
+def _verb(run: dict[str, Any]) -> str | None:
+    verb = run.get("verb")
+    if verb is None and str(run.get("command", "")).startswith("medprune "):
+        verb = str(run["command"]).split()[1]  # folders from before "verb" was recorded
+    return None if verb is None else str(verb)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _differences(old: Any, new: Any, key: str = "", limit: int = 3) -> list[str]:
+    """``["train.lr: 0.01 -> 0.5", ...]``: the dotted keys whose values differ (at most
+    ``limit``)."""
+    old, new = json.loads(json.dumps(old, default=str)), json.loads(json.dumps(new, default=str))
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in sorted(set(old) | set(new), key=str):
+            sub = f"{key}.{k}" if key else str(k)
+            if k not in old or k not in new:
+                before = json.dumps(old[k]) if k in old else "(unset)"
+                after = json.dumps(new[k]) if k in new else "(unset)"
+                out.append(f"{sub}: {before} -> {after}")
+            else:
+                out += _differences(old[k], new[k], sub, limit)
+        return out[:limit]
+    return [] if old == new else [f"{key}: {json.dumps(old)} -> {json.dumps(new)}"]
 
 
 def _check_base_stamp(path: Path, stamp: dict[str, Any]) -> None:

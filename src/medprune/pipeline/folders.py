@@ -118,16 +118,34 @@ def choose_out_dir(
         )
     for folder in candidates(wanted, verb, stem):
         if _free_for(folder, identity):
-            message = (
-                f"{wanted} holds {why}; writing this {verb} run to {folder} instead so as not "
-                f"to overwrite it (--out DIR picks the folder, --overwrite replaces the old run)."
-            )
-            (say or log.warning)(message)
+            (say or log.warning)(_moved_message(wanted, why, folder, verb))
             return folder
     raise ConfigError(
         f"{wanted} holds {why} and the folders medprune {verb} tries instead are taken too; "
         f"give a free folder with --out."
     )
+
+
+def _moved_message(wanted: Path, why: str, folder: Path, verb: str) -> str:
+    """Where the run goes instead of ``wanted``: a new folder, or the folder an earlier run of
+    the same command went to (continued when interrupted, rerun there when finished)."""
+    head = f"{wanted} holds {why}; "
+    tail = " (--out DIR picks the folder, --overwrite replaces the old run)."
+    if not _has_run(folder):
+        return f"{head}writing this {verb} run to {folder} instead so as not to overwrite it{tail}"
+    finished = [name for name in ARTEFACTS if _finished(folder / name)]
+    if verb == "compare":
+        return f"{head}continuing this comparison in {folder} (its finished cells are kept){tail}"
+    if finished:
+        state = (
+            f"reusing {folder}, which holds this same {verb} run, finished ({', '.join(finished)})"
+        )
+        return f"{head}{state}: it runs again there{tail}"
+    return f"{head}continuing this {verb} run in {folder}, where it was interrupted{tail}"
+
+
+def _has_run(folder: Path) -> bool:
+    return folder.is_dir() and (folder / "run.json").is_file()
 
 
 def _free_for(folder: Path, identity: dict[str, Any]) -> bool:

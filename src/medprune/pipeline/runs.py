@@ -6,6 +6,7 @@ import contextlib
 import copy
 import dataclasses
 import difflib
+import logging
 import shutil
 import sys
 import time
@@ -32,6 +33,8 @@ from medprune.pipeline.setup import (
     train_model,
 )
 from medprune.typing import PathLike
+
+logger = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- pruning
 CRITERION_METHODS = ("oneshot", "iterative")
@@ -398,8 +401,12 @@ def _start_run(
     """Write the resolved config, build data / task / loaders, and a ``"running"`` run.json
     (with the verb and checkpoint that identify the run, see :mod:`medprune.pipeline.folders`).
 
+    The resolved config records ``out_dir`` as ``out``: the folder the run really went to
+    (``<out>/prune-l1-0.3`` when ``config.out`` was taken).
+
     Returns the setup, the run record (updated in place by the stages) and the start time.
     """
+    config = config.model_copy(update={"out": str(out_dir)})
     save_resolved(config, out_dir / "config.resolved.yaml")
     run: dict[str, Any] = {
         "command": command,
@@ -478,7 +485,7 @@ def run_prune(
     is never overwritten: a taken ``out`` is refused unless ``overwrite``; a taken
     ``config.out`` makes way for ``<config.out>/prune-<name>-<amount>`` (``log`` says so).
     """
-    say = log or (lambda _msg: None)
+    say = log or logger.info
     command = command or _command()
     name = _config_name(config)
     target = make_target(config.prune.target, config.prune.amount)
@@ -528,7 +535,7 @@ def _prune_stages(
 ) -> dict[str, Any]:
     config = setup.config
     say(f"base model: {'loading ' + str(checkpoint) if checkpoint else 'training / loading'}")
-    base, info = obtain_base(setup, out_dir, checkpoint=checkpoint)
+    base, info = obtain_base(setup, out_dir, checkpoint=checkpoint, say=say)
     run["base_source"] = info["source"]
     run["timings"] = {"base_s": time.perf_counter() - t0}
     run["base"] = base_record(setup, base, latency=False)  # timed with the pruned model below

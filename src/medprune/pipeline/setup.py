@@ -208,7 +208,8 @@ def build_model(setup: RunSetup) -> nn.Module:
 
     torch.manual_seed(setup.config.seed)
     model = create_model(setup.model_name, **setup.model_kwargs)
-    check_input_size(model, setup.example_inputs.cpu())  # the new model is on the CPU
+    # the new model is on the CPU; the fix of a too-small input is the config key that sets it
+    check_input_size(model, setup.example_inputs.cpu(), setting="data.image_size")
     return model
 
 
