@@ -37,6 +37,35 @@ def test_no_parser_accepts_abbreviations(capsys: pytest.CaptureFixture[str]) -> 
         main(["prune", "--target-mac", "0.5"])
 
 
+def test_an_unknown_flag_shows_the_verbs_usage_and_a_did_you_mean(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--epoch", "3"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert err.startswith("usage: medprune train ") and "[--epochs EPOCHS]" in err
+    assert "medprune train: error: unrecognized arguments: --epoch 3; did you mean --epochs?" in err
+    with pytest.raises(SystemExit):
+        main(["measure", "--repeat=3"])
+    assert "did you mean --repeats?" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--zzzz"])
+    assert "did you mean" not in capsys.readouterr().err  # nothing close: no guess
+
+
+def test_a_deprecated_flag_warns_in_one_plain_line(
+    capsys: pytest.CaptureFixture[str], recwarn: pytest.WarningsRecorder
+) -> None:
+    argv = ["measure", "--model", "tiny_cnn", "--input-shape", "1,1,16,16", "--repeats", "1"]
+    assert main([*argv, "--warmup", "1", "--model-arg", "in_channels=1"]) == 0
+    err = capsys.readouterr().err
+    assert "medprune measure: warning: --model-arg is deprecated and will be removed; use " \
+        "--model-kwargs." in err  # fmt: skip
+    assert "argparse" not in err and "Warning" not in err  # no file:line of argparse.py
+    assert not [w for w in recwarn if "--model-arg" in str(w.message)]
+
+
 def test_the_same_flag_names_in_every_verb() -> None:
     flags = {p.prog.split()[-1]: set(p._option_string_actions) for p in _parsers()[1:]}
     for verb in ("train", "prune", "compare", "eval", "demo"):

@@ -22,9 +22,14 @@ from medprune.config import RunConfig, load_config, parse_set
 from medprune.errors import ConfigError
 
 
+class FlagDeprecation(FutureWarning):
+    """A renamed command-line flag was used; ``medprune`` prints it as one ``warning:`` line."""
+
+
 class DeprecatedFlag(argparse.Action):
-    """A renamed flag kept as a hidden alias: warns (``FutureWarning``) and stores its value
-    where the new flag does (``extend=True``: appends to the new flag's list)."""
+    """A renamed flag kept as a hidden alias: warns (:class:`FlagDeprecation`, a
+    ``FutureWarning``) and stores its value where the new flag does (``extend=True``: appends to
+    the new flag's list)."""
 
     def __init__(
         self, option_strings: list[str], dest: str, *, new: str, extend: bool = False, **kw: Any
@@ -42,7 +47,7 @@ class DeprecatedFlag(argparse.Action):
     ) -> None:
         warnings.warn(
             f"{option_string} is deprecated and will be removed; use {self.new}.",
-            FutureWarning,
+            FlagDeprecation,
             stacklevel=2,
         )
         if self.extend:
