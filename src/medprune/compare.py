@@ -178,13 +178,6 @@ class CompareResult:
     latency: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _check_names(names: Sequence[str]) -> None:
-    from medprune.pipeline import resolve_method
-
-    for name in names:
-        resolve_method(name)
-
-
 def run_compare(
     config: RunConfig,
     *,
@@ -213,12 +206,12 @@ def run_compare(
     from medprune.pipeline import (
         FINETUNE_CONTROL,
         base_record,
-        check_latency_target,
         make_target,
         obtain_base,
         run_record,
         setup_run,
     )
+    from medprune.pipeline.checks import check_config
     from medprune.pipeline.files import environment, save_model, write_json
     from medprune.pipeline.folders import choose_out_dir
     from medprune.pipeline.latency import latency_pass
@@ -231,8 +224,7 @@ def run_compare(
     )
 
     cc = config.compare
-    _check_names(cc.methods)
-    check_latency_target(config, cc.methods)
+    check_config(config, methods=cc.methods)  # names, keys, losses: before any training
     out_dir = choose_out_dir(
         config,
         verb="compare",

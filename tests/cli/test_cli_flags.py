@@ -132,3 +132,42 @@ def test_config_verb_prints_the_resolved_config_or_the_schema(
     assert "Did you mean 'prune.amount'?" in capsys.readouterr().err
     assert main(["config", "--schema"]) == 0
     assert capsys.readouterr().out == schema_markdown()
+
+
+ALL = ("train", "prune", "compare")
+
+
+@pytest.mark.parametrize(
+    ("setting", "message", "verbs"),
+    [
+        ("prune.criterion=betarank", "Unknown method or criterion 'betarank'. Did you mean "
+                                     "'beta_rank'?", ("prune",)),
+        ("task.loss=dicece", "Unknown classification loss 'dicece'. Available: ce, ", ALL),
+        ("data.imagesize=3", "Unknown data key 'imagesize' for kind 'synthetic_classification'. "
+                             "Did you mean 'image_size'?", ALL),
+        ("model.kwargs.widht=3", "model 'tiny_cnn' cannot be built with unknown keyword "
+                                 "arguments ['widht']", ALL),
+        ("compare.methods=[l1,fgpm]", "Unknown method or criterion 'fgpm'. Did you mean 'fpgm'?",
+         ("compare",)),
+        ("task.kind=segmentation", "task.kind is 'segmentation' but the data", ALL),
+    ],
+)  # fmt: skip
+def test_config_verb_runs_the_checks_train_and_prune_run_first(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    setting: str,
+    message: str,
+    verbs: tuple[str, ...],
+) -> None:
+    """Audit: ``medprune config --set prune.criterion=betarank`` printed the config as valid."""
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    assert main(["config", "--config", str(path), "--set", setting]) == 2
+    out, err = capsys.readouterr()
+    assert f"medprune config: error: {message}" in err and out == ""
+    out_dir = tmp_path / "run"
+    for verb in verbs:  # the verbs that run this check refuse it before any work
+        argv = [verb, "--config", str(path), "--set", setting, "--out", str(out_dir)]
+        assert main(argv) == 2
+        assert f"medprune {verb}: error: {message}" in capsys.readouterr().err
+    assert not out_dir.exists()  # refused before the run folder was made

@@ -180,9 +180,15 @@ _Builder = Callable[[Mapping[str, Any]], tuple[Dataset, Dataset, Dataset]]
 _KINDS: Registry[tuple[dict[str, Any], _Builder]] = Registry("data kind")
 
 
-def _kind(name: str, keys: dict[str, Any]) -> Callable[[_Builder], _Builder]:
+_TASKS: dict[str, str] = {}  # kind -> the task of its data
+
+
+def _kind(
+    name: str, keys: dict[str, Any], task: str = "classification"
+) -> Callable[[_Builder], _Builder]:
     def decorator(fn: _Builder) -> _Builder:
         _KINDS.add(name, (keys, fn))
+        _TASKS[name] = task
         return fn
 
     return decorator
@@ -207,6 +213,7 @@ def _medmnist(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
         "test_fraction": 0.2,
         "class_names": None,
     },
+    task="segmentation",
 )
 def _segmentation_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     root = resolve_data_path(o["path"])
@@ -245,6 +252,7 @@ def _segmentation_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Datase
         "val_fraction": 0.2,
         "test_fraction": 0.2,
     },
+    task="segmentation",
 )
 def _nifti_folder(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     """3D NIfTI volumes (:class:`NiftiSegmentationFolder`); ``train.txt`` / ``val.txt`` /
@@ -380,6 +388,7 @@ def _synthetic_classification(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, D
         "spatial_dims": 2,
         "in_channels": 1,
     },
+    task="segmentation",
 )
 def _synthetic_segmentation(o: Mapping[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
     kw = {k: o[k] for k in ("image_size", "spatial_dims", "in_channels")}
@@ -405,6 +414,26 @@ def list_data_kinds() -> list[str]:
     return _KINDS.list()
 
 
+def check_data_spec(spec: Mapping[str, Any]) -> str:
+    """Check ``spec``'s kind and keys without reading any data; returns the task of that kind
+    (``"classification"`` or ``"segmentation"``).
+
+    Raises:
+        ConfigError: as :func:`build_splits` does for an unknown kind or key (with a
+            did-you-mean), a missing required key, or a bad common value.
+    """
+    _checked_options(spec)
+    return _TASKS[spec["kind"]]
+
+
+def _checked_options(spec: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"data spec must be a mapping with a 'kind' key; got {spec!r}.")
+    if "kind" not in spec:
+        raise ConfigError(f"data spec needs a 'kind' key, one of: {', '.join(list_data_kinds())}.")
+    return _options(spec, _KINDS.get(spec["kind"])[0])
+
+
 def build_splits(spec: Mapping[str, Any]) -> DataSplits:
     """Build train / val / test datasets from a config mapping.
 
@@ -419,13 +448,8 @@ def build_splits(spec: Mapping[str, Any]) -> DataSplits:
             value (naming the key, the value and what is allowed).
         DataError: the files themselves are missing or broken.
     """
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"data spec must be a mapping with a 'kind' key; got {spec!r}.")
-    if "kind" not in spec:
-        raise ConfigError(f"data spec needs a 'kind' key, one of: {', '.join(list_data_kinds())}.")
-    keys, builder = _KINDS.get(spec["kind"])
-    opts = _options(spec, keys)
-    train, val, test = builder(opts)
+    opts = _checked_options(spec)
+    train, val, test = _KINDS.get(spec["kind"])[1](opts)
     seed = opts["seed"]
     train = subsample(train, opts["max_train"], seed)
     val = subsample(val, opts["max_val"], seed + 1)

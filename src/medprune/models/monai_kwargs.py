@@ -24,7 +24,7 @@ from typing import Any
 
 from medprune.errors import ConfigError
 
-__all__ = ["COMMON_KEYS", "accepted_keys", "monai_kwargs"]
+__all__ = ["COMMON_KEYS", "accepted_keys", "check_keys", "monai_kwargs"]
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def monai_kwargs(
     _map_in_channels(name, accepted, common, out, size)
     _map_outputs(name, accepted, common, out)
     _map_spatial_dims(name, accepted, common, out)
-    _check_keys(name, accepted, out)
+    check_keys(name, accepted, out)
     _add_defaults(name, out, size)
     return out
 
@@ -249,7 +249,9 @@ def _map_spatial_dims(
         log.debug("monai.%s takes no spatial_dims; %d dropped", name, dims)
 
 
-def _check_keys(name: str, accepted: list[str], out: dict[str, Any]) -> None:
+def check_keys(name: str, accepted: list[str], out: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` for the first key of ``out`` that MONAI network ``name`` does
+    not take (``accepted``), with a did-you-mean and the accepted keys."""
     for key in out:
         if key not in accepted:
             raise ConfigError(_not_taken(name, key, accepted))

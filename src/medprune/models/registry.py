@@ -61,19 +61,26 @@ import importlib
 import importlib.util
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from torch import nn
 
 from medprune.errors import ConfigError
-from medprune.models.monai_kwargs import monai_kwargs, parameter_names
+from medprune.models.monai_kwargs import (
+    COMMON_KEYS,
+    accepted_keys,
+    check_keys,
+    monai_kwargs,
+    parameter_names,
+)
 from medprune.registry import Registry
 
 __all__ = [
     "MONAI_MODELS",
     "OUTPUT_KEYS",
+    "check_model_kwargs",
     "create_model",
     "list_models",
     "missing_output_key",
@@ -191,6 +198,37 @@ def model_accepts(name: str, key: str) -> bool:
         return True
     names = parameter_names(fn)  # None: no signature to read
     return names is None or key in names or any(n.startswith("**") for n in names)
+
+
+def check_model_kwargs(name: str, keys: Iterable[str]) -> None:
+    """Before any data is read: model ``name`` exists and takes every keyword in ``keys`` (the
+    common keys of MONAI networks are mapped, so they always pass; a model taking ``**kwargs``
+    takes anything). Builds nothing.
+
+    Raises:
+        ConfigError: an unknown name, or a key the model does not take, with the messages
+            :func:`create_model` gives (did-you-mean, accepted keys).
+    """
+    keys = list(keys)
+    if name.startswith(MONAI_PREFIX):
+        short = name[len(MONAI_PREFIX) :]
+        accepted = accepted_keys(short, _resolve_monai(name))
+        if accepted is not None:
+            check_keys(short, accepted, {k: None for k in keys if k not in COMMON_KEYS})
+        return
+    if ":" in name:
+        fn = _resolve_factory(name)
+    elif name in _MODELS:
+        fn = _MODELS.get(name)
+    else:
+        raise ConfigError(_unknown_message(name))
+    names = parameter_names(fn)
+    if names is None or any(n.startswith("**") for n in names):
+        return
+    unknown = [k for k in keys if k not in names]
+    if unknown:
+        reason = f"got an unexpected keyword argument {unknown[0]!r}"
+        raise ConfigError(_bad_kwargs_message(name, fn, dict.fromkeys(keys), reason))
 
 
 #: Keyword arguments that count a model's outputs (classes, segmentation channels).

@@ -369,7 +369,7 @@ def _interruptible(run: dict[str, Any], path: Path) -> Iterator[None]:
         raise
 
 
-def _config_name(config: RunConfig) -> str:
+def config_name(config: RunConfig) -> str:
     """The grid name of ``config.prune``: the criterion for ``oneshot``, else the method."""
     return config.prune.criterion if config.prune.method == "oneshot" else config.prune.method
 
@@ -432,7 +432,10 @@ def run_train(
     is refused unless ``overwrite``, a taken ``config.out`` makes way for ``<out>-2`` (``log``
     says so; :func:`~medprune.pipeline.folders.choose_out_dir`).
     """
+    from medprune.pipeline.checks import check_config
+
     command = command or _command()
+    check_config(config, methods=())  # a typo fails before any training
     out_dir = choose_out_dir(config, verb="train", out=out, overwrite=overwrite, say=log)
     setup, run, t0 = _start_run(config, out_dir, command, verb="train")
     with _interruptible(run, out_dir / "run.json"):
@@ -478,12 +481,13 @@ def run_prune(
     is never overwritten: a taken ``out`` is refused unless ``overwrite``; a taken
     ``config.out`` makes way for ``<config.out>/prune-<name>-<amount>`` (``log`` says so).
     """
+    from medprune.pipeline.checks import check_config
+
     say = log or (lambda _msg: None)
     command = command or _command()
-    name = _config_name(config)
+    name = config_name(config)
     target = make_target(config.prune.target, config.prune.amount)
-    resolve_method(name)  # unknown names fail before any training
-    check_latency_target(config, [name])
+    check_config(config, methods=[name])  # unknown names, keys, losses fail before training
     out_dir = choose_out_dir(
         config,
         verb="prune",
