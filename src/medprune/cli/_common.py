@@ -292,8 +292,12 @@ def command_line(verb: str, args: argparse.Namespace | None = None) -> str:
 
 
 def echo(text: str = "") -> None:
-    """Print to stdout (CLI output only; library code logs)."""
-    print(text, flush=True)
+    """Print to stdout (CLI output only; library code logs). Under ``torchrun`` only rank 0
+    prints, so results and notes appear once (errors still come from every rank)."""
+    from medprune.tasks.distributed import is_main_process
+
+    if is_main_process():
+        print(text, flush=True)
 
 
 def add_model_source_arguments(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
@@ -380,5 +384,9 @@ def model_for_input(name: str, kwargs: Mapping[str, Any], shape: list[int]) -> A
 
 
 def note(text: str) -> None:
-    """Print ``note: text`` to stderr (what the command assumed; stdout stays the results)."""
-    print(f"note: {text}", file=sys.stderr, flush=True)
+    """Print ``note: text`` to stderr (what the command assumed; stdout stays the results;
+    rank 0 only under ``torchrun``)."""
+    from medprune.tasks.distributed import is_main_process
+
+    if is_main_process():
+        print(f"note: {text}", file=sys.stderr, flush=True)

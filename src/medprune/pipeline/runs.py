@@ -20,7 +20,7 @@ from medprune.config import RunConfig, save_resolved
 from medprune.errors import ConfigError
 from medprune.methods.base import MethodContext, PruneResult, Target
 from medprune.pipeline.base import obtain_base
-from medprune.pipeline.files import environment, save_model, write_json
+from medprune.pipeline.files import environment, save_model, write_json, writes_files
 from medprune.pipeline.folders import choose_out_dir
 from medprune.pipeline.setup import (
     RunSetup,
@@ -70,6 +70,8 @@ def train_state_dir(out_dir: PathLike, name: str, amount: float, seed: int) -> P
 def discard_train_state(path: PathLike) -> None:
     """Delete a run's ``train_state`` folder, then its run folder and ``runs/`` when left empty."""
     path = Path(path)
+    if not writes_files():  # rank 0 owns the run folder
+        return
     shutil.rmtree(path, ignore_errors=True)
     for folder in (path.parent, path.parent.parent):
         with contextlib.suppress(OSError):  # not empty, or already gone
@@ -383,6 +385,8 @@ def _command() -> str:
 def _report(out_dir: Path, records: list[dict[str, Any]], title: str, command: str) -> None:
     from medprune.report import write_report
 
+    if not writes_files():  # rank 0 writes the report (ranks racing on report.md.tmp crashed)
+        return
     config_yaml = (out_dir / "config.resolved.yaml").read_text()
     write_report(out_dir, records, title=title, command=command, config_yaml=config_yaml)
 
@@ -400,7 +404,8 @@ def _start_run(
 
     Returns the setup, the run record (updated in place by the stages) and the start time.
     """
-    save_resolved(config, out_dir / "config.resolved.yaml")
+    if writes_files():
+        save_resolved(config, out_dir / "config.resolved.yaml")
     run: dict[str, Any] = {
         "command": command,
         "verb": verb,
