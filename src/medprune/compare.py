@@ -33,6 +33,7 @@ from torch import nn
 
 from medprune.config import RunConfig, save_resolved
 from medprune.errors import ConfigError
+from medprune.pipeline.files import writes_files
 from medprune.progress import progress_bar
 from medprune.report import ReportPaths, apply_latency, read_jsonl, write_report
 from medprune.typing import PathLike
@@ -69,6 +70,8 @@ def make_grid(
 def append_record(path: PathLike, record: Mapping[str, Any]) -> None:
     """Append one JSON line durably: write, flush, fsync (a torn last line is repaired first)."""
     path = Path(path)
+    if not writes_files():  # torchrun: rank 0 alone writes the results
+        return
     line = json.dumps(record, default=str)
     with open(path, "a+b") as f:
         f.seek(0, os.SEEK_END)
@@ -178,13 +181,6 @@ class CompareResult:
     latency: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _check_names(names: Sequence[str]) -> None:
-    from medprune.pipeline import resolve_method
-
-    for name in names:
-        resolve_method(name)
-
-
 def run_compare(
     config: RunConfig,
     *,
@@ -213,12 +209,12 @@ def run_compare(
     from medprune.pipeline import (
         FINETUNE_CONTROL,
         base_record,
-        check_latency_target,
         make_target,
         obtain_base,
         run_record,
         setup_run,
     )
+    from medprune.pipeline.checks import check_config
     from medprune.pipeline.files import environment, save_model, write_json
     from medprune.pipeline.folders import choose_out_dir
     from medprune.pipeline.latency import latency_pass
@@ -231,8 +227,7 @@ def run_compare(
     )
 
     cc = config.compare
-    _check_names(cc.methods)
-    check_latency_target(config, cc.methods)
+    check_config(config, methods=cc.methods)  # names, keys, losses: before any training
     out_dir = choose_out_dir(
         config,
         verb="compare",
@@ -245,7 +240,8 @@ def run_compare(
     config = config.model_copy(update={"out": str(out_dir)})  # where the run really goes
     cells = make_grid(cc.methods, cc.targets, cc.seeds)
     _check_resume(config, out_dir)
-    save_resolved(config, out_dir / "config.resolved.yaml")
+    if writes_files():
+        save_resolved(config, out_dir / "config.resolved.yaml")
     results = out_dir / RESULTS_FILE
     setup = setup_run(config)
     base, info = obtain_base(setup, out_dir, checkpoint=checkpoint, say=log)
@@ -313,13 +309,16 @@ def run_compare(
         append_record(results, latency_record)
     all_records = [base_rec, *records, *latency]
     write_json(out_dir / "summary.json", summarize(all_records))
-    report = write_report(
-        out_dir,
-        all_records,
-        title=title or f"medprune compare: {setup.model_name} on {config.data.get('kind')}",
-        command=command,
-        config_yaml=(out_dir / "config.resolved.yaml").read_text(),
-    )
+    if writes_files():
+        report = write_report(
+            out_dir,
+            all_records,
+            title=title or f"medprune compare: {setup.model_name} on {config.data.get('kind')}",
+            command=command,
+            config_yaml=(out_dir / "config.resolved.yaml").read_text(),
+        )
+    else:  # another torchrun rank: rank 0 writes the report there
+        report = ReportPaths(out_dir / "report.md", out_dir / "report.html", ())
     measured = [dict(r) for r in apply_latency(all_records) if r.get("kind") != "latency"]
     return CompareResult(out_dir, measured, report, latency)
 

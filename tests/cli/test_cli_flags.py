@@ -37,6 +37,35 @@ def test_no_parser_accepts_abbreviations(capsys: pytest.CaptureFixture[str]) -> 
         main(["prune", "--target-mac", "0.5"])
 
 
+def test_an_unknown_flag_shows_the_verbs_usage_and_a_did_you_mean(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--epoch", "3"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert err.startswith("usage: medprune train ") and "[--epochs EPOCHS]" in err
+    assert "medprune train: error: unrecognized arguments: --epoch 3; did you mean --epochs?" in err
+    with pytest.raises(SystemExit):
+        main(["measure", "--repeat=3"])
+    assert "did you mean --repeats?" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--zzzz"])
+    assert "did you mean" not in capsys.readouterr().err  # nothing close: no guess
+
+
+def test_a_deprecated_flag_warns_in_one_plain_line(
+    capsys: pytest.CaptureFixture[str], recwarn: pytest.WarningsRecorder
+) -> None:
+    argv = ["measure", "--model", "tiny_cnn", "--input-shape", "1,1,16,16", "--repeats", "1"]
+    assert main([*argv, "--warmup", "1", "--model-arg", "in_channels=1"]) == 0
+    err = capsys.readouterr().err
+    assert "medprune measure: warning: --model-arg is deprecated and will be removed; use " \
+        "--model-kwargs." in err  # fmt: skip
+    assert "argparse" not in err and "Warning" not in err  # no file:line of argparse.py
+    assert not [w for w in recwarn if "--model-arg" in str(w.message)]
+
+
 def test_the_same_flag_names_in_every_verb() -> None:
     flags = {p.prog.split()[-1]: set(p._option_string_actions) for p in _parsers()[1:]}
     for verb in ("train", "prune", "compare", "eval", "demo"):
@@ -103,3 +132,42 @@ def test_config_verb_prints_the_resolved_config_or_the_schema(
     assert "Did you mean 'prune.amount'?" in capsys.readouterr().err
     assert main(["config", "--schema"]) == 0
     assert capsys.readouterr().out == schema_markdown()
+
+
+ALL = ("train", "prune", "compare")
+
+
+@pytest.mark.parametrize(
+    ("setting", "message", "verbs"),
+    [
+        ("prune.criterion=betarank", "Unknown method or criterion 'betarank'. Did you mean "
+                                     "'beta_rank'?", ("prune",)),
+        ("task.loss=dicece", "Unknown classification loss 'dicece'. Available: ce, ", ALL),
+        ("data.imagesize=3", "Unknown data key 'imagesize' for kind 'synthetic_classification'. "
+                             "Did you mean 'image_size'?", ALL),
+        ("model.kwargs.widht=3", "model 'tiny_cnn' cannot be built with unknown keyword "
+                                 "arguments ['widht']", ALL),
+        ("compare.methods=[l1,fgpm]", "Unknown method or criterion 'fgpm'. Did you mean 'fpgm'?",
+         ("compare",)),
+        ("task.kind=segmentation", "task.kind is 'segmentation' but the data", ALL),
+    ],
+)  # fmt: skip
+def test_config_verb_runs_the_checks_train_and_prune_run_first(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    setting: str,
+    message: str,
+    verbs: tuple[str, ...],
+) -> None:
+    """Audit: ``medprune config --set prune.criterion=betarank`` printed the config as valid."""
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    assert main(["config", "--config", str(path), "--set", setting]) == 2
+    out, err = capsys.readouterr()
+    assert f"medprune config: error: {message}" in err and out == ""
+    out_dir = tmp_path / "run"
+    for verb in verbs:  # the verbs that run this check refuse it before any work
+        argv = [verb, "--config", str(path), "--set", setting, "--out", str(out_dir)]
+        assert main(argv) == 2
+        assert f"medprune {verb}: error: {message}" in capsys.readouterr().err
+    assert not out_dir.exists()  # refused before the run folder was made

@@ -176,3 +176,12 @@ def test_a_monai_segmenter_named_alone_builds_for_the_data(name: str) -> None:
         logits = build_model(setup).eval()(x)
     assert logits.shape == (x.shape[0], setup.num_classes, 28, 28)
     assert torch.isfinite(setup.task.loss(logits, y))
+
+
+@pytest.mark.parametrize("name", ["monai.Classifier", "monai.Regressor"])
+def test_classifier_without_any_shape_is_a_config_error_not_a_key_error(name: str) -> None:
+    """Audit: ``create_model("monai.Classifier")`` raised ``KeyError: 'in_shape'``."""
+    with pytest.raises(ConfigError, match=f"'{name}' needs in_shape=\\(C, \\*S\\).*input-shape"):
+        create_model(name)
+    with pytest.raises(ConfigError, match=f"'{name}' needs in_shape"):
+        create_model(name, num_classes=2, image_size=32)  # no channel count either

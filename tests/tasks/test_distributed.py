@@ -70,3 +70,39 @@ def test_two_process_gloo_training_keeps_ranks_identical(tmp_path) -> None:  # t
     assert sum(x.startswith("train epoch 1/2: ") for x in lines) == 5, lines
     assert sum(x.startswith("train epoch 2/2: done, 4/4 batches") for x in lines) == 1, lines
     assert "\r" not in proc.stderr
+
+
+def test_two_process_medprune_train_reports_and_prints_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Audit: under torchrun every rank wrote report.md / run.json (one crashed on
+    ``report.md.tmp -> report.md``) and printed the results; rank 0 alone does now."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "seed: 1\n"
+        "data: {kind: synthetic_classification, n_train: 32, n_val: 8, n_test: 8, "
+        "image_size: 16, seed: 0}\n"
+        "model: {name: tiny_cnn, kwargs: {hidden: 8}}\n"
+        "train: {batch_size: 8}\n"
+        "measure: {latency: false}\n"
+    )
+    out = tmp_path / "runs" / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MEDPRUNE_PROGRESS_INTERVAL": "1"}
+    env.pop("MEDPRUNE_PROGRESS", None)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "medprune.cli", "train", "--config", str(config), "--out", str(out), "--epochs", "1",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert time.perf_counter() - start < 60
+    assert proc.stdout.count("| Method | Target | MACs removed |") == 1, proc.stdout
+    assert proc.stdout.count("model, run.json and report written to") == 1, proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.resolved.yaml",
+        "model.pt",
+        "report.html",
+        "report.md",
+        "run.json",
+        "train_state.pt",
+    ]  # no *.tmp left behind by a second writer
+    assert json.loads((out / "run.json").read_text())["status"] == "done"

@@ -22,9 +22,14 @@ from medprune.config import RunConfig, load_config, parse_set
 from medprune.errors import ConfigError
 
 
+class FlagDeprecation(FutureWarning):
+    """A renamed command-line flag was used; ``medprune`` prints it as one ``warning:`` line."""
+
+
 class DeprecatedFlag(argparse.Action):
-    """A renamed flag kept as a hidden alias: warns (``FutureWarning``) and stores its value
-    where the new flag does (``extend=True``: appends to the new flag's list)."""
+    """A renamed flag kept as a hidden alias: warns (:class:`FlagDeprecation`, a
+    ``FutureWarning``) and stores its value where the new flag does (``extend=True``: appends to
+    the new flag's list)."""
 
     def __init__(
         self, option_strings: list[str], dest: str, *, new: str, extend: bool = False, **kw: Any
@@ -42,7 +47,7 @@ class DeprecatedFlag(argparse.Action):
     ) -> None:
         warnings.warn(
             f"{option_string} is deprecated and will be removed; use {self.new}.",
-            FutureWarning,
+            FlagDeprecation,
             stacklevel=2,
         )
         if self.extend:
@@ -287,8 +292,12 @@ def command_line(verb: str, args: argparse.Namespace | None = None) -> str:
 
 
 def echo(text: str = "") -> None:
-    """Print to stdout (CLI output only; library code logs)."""
-    print(text, flush=True)
+    """Print to stdout (CLI output only; library code logs). Under ``torchrun`` only rank 0
+    prints, so results and notes appear once (errors still come from every rank)."""
+    from medprune.tasks.distributed import is_main_process
+
+    if is_main_process():
+        print(text, flush=True)
 
 
 def add_model_source_arguments(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
@@ -313,7 +322,6 @@ def add_model_source_arguments(parser: argparse.ArgumentParser, *, many: bool = 
 
 def model_from_args(args: argparse.Namespace) -> tuple[Any, list[int]]:
     """``(model, input shape)`` from :func:`add_model_source_arguments` flags."""
-    from medprune.models import create_model
     from medprune.pipeline import load_model
 
     shape = parse_shape(args.input_shape) if args.input_shape else None
@@ -334,9 +342,51 @@ def model_from_args(args: argparse.Namespace) -> tuple[Any, list[int]]:
         raise ConfigError("give a model file (model.pt) or --model NAME with --input-shape.")
     if shape is None:
         raise ConfigError(f"--model {args.model} needs --input-shape, e.g. 1,3,224,224.")
-    kwargs.setdefault("in_channels", shape[1])
-    if args.model.startswith("monai.") or len(shape) == 5:
+    return model_for_input(args.model, kwargs, shape), shape
+
+
+#: Number of outputs given to a model that needs one when none is given (measure, inspect,
+#: export: the count changes the last layer only).
+DEFAULT_OUTPUTS = 2
+
+
+def model_for_input(name: str, kwargs: Mapping[str, Any], shape: list[int]) -> Any:
+    """Build model ``name`` for example inputs of ``shape`` ``(B, C, *S)``.
+
+    What the shape tells is filled in unless ``kwargs`` give it: ``in_channels`` = ``C``,
+    ``spatial_dims`` = ``len(S)`` (MONAI networks, and any model for a 3D shape) and the hint
+    ``image_size`` = ``S`` (MONAI: derives ``Classifier``'s ``in_shape``, the U-Net depth). A
+    required output count (``out_channels``, ``classes``...) left out becomes
+    :data:`DEFAULT_OUTPUTS`, with a note on stderr naming the flag that sets it. Used by every
+    verb that builds a model from ``--model`` and ``--input-shape`` (measure, export, inspect).
+    """
+    from medprune.models import create_model
+    from medprune.models.registry import MONAI_PREFIX, missing_output_key, model_accepts
+
+    kwargs = dict(kwargs)
+    monai = name.startswith(MONAI_PREFIX)
+    if model_accepts(name, "in_channels"):
+        kwargs.setdefault("in_channels", shape[1])
+    if (monai or len(shape) == 5) and model_accepts(name, "spatial_dims"):
         kwargs.setdefault("spatial_dims", len(shape) - 2)
-    if args.model.startswith("monai."):
-        kwargs.setdefault("image_size", shape[2:])  # derives Classifier's in_shape, UNet depth
-    return create_model(args.model, **kwargs), shape
+    if monai:
+        kwargs.setdefault("image_size", shape[2:])
+    key = missing_output_key(name, kwargs)
+    if key is not None:
+        value: Any = (DEFAULT_OUTPUTS,) if key == "out_shape" else DEFAULT_OUTPUTS
+        kwargs[key] = value
+        shown = ",".join(map(str, value)) if key == "out_shape" else value
+        note(
+            f"model {name!r} needs {key} (its number of outputs); using {key}={shown}. "
+            f"Set it with --model-kwargs {key}={'[N]' if key == 'out_shape' else 'N'}."
+        )
+    return create_model(name, **kwargs)
+
+
+def note(text: str) -> None:
+    """Print ``note: text`` to stderr (what the command assumed; stdout stays the results;
+    rank 0 only under ``torchrun``)."""
+    from medprune.tasks.distributed import is_main_process
+
+    if is_main_process():
+        print(f"note: {text}", file=sys.stderr, flush=True)

@@ -28,6 +28,9 @@ def run(args: argparse.Namespace) -> int:
     if args.schema:
         echo(schema_markdown().rstrip("\n"))
         return 0
+    from medprune.pipeline import check_config
+
     config = config_from_args(args)
+    check_config(config)  # what train / prune / compare check before any work
     echo(yaml.safe_dump(config_to_dict(config), sort_keys=False).rstrip("\n"))
     return 0

@@ -1,7 +1,9 @@
 """``medprune inspect``: the channel groups of a model, what is pinned and why, a sample pruning,
 and the zero-channel equivalence check on the user's own model.
 
-The model is ``--model NAME --input-shape B,C,H,W``, or the one a run config builds
+The model is ``--model NAME --input-shape B,C,H,W`` (built as ``measure`` / ``export`` build it:
+``in_channels``, ``spatial_dims`` and ``image_size`` from the shape, see
+:func:`medprune.cli._common.model_for_input`), or the one a run config builds
 (``--config run.yaml``: ``model.name`` / ``model.kwargs`` completed from the data, and the data's
 input shape); flags override the config.
 
@@ -56,9 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def model_and_shape(args: argparse.Namespace) -> tuple[Any, list[int], int]:
     """``(model, input shape, seed)`` from ``--model`` / ``--input-shape`` or ``--config``."""
-    from medprune.cli._common import config_from_args, parse_model_kwargs, parse_shape
+    from medprune.cli._common import (
+        config_from_args,
+        model_for_input,
+        parse_model_kwargs,
+        parse_shape,
+    )
     from medprune.errors import ConfigError
-    from medprune.models import create_model
 
     shape = parse_shape(args.input_shape) if args.input_shape else None
     if args.config is None and not args.set:
@@ -66,7 +72,7 @@ def model_and_shape(args: argparse.Namespace) -> tuple[Any, list[int], int]:
             raise ConfigError(
                 "inspect needs --model NAME and --input-shape B,C,H,W, or --config run.yaml."
             )
-        model = create_model(args.model, **parse_model_kwargs(args.model_kwargs))
+        model = model_for_input(args.model, parse_model_kwargs(args.model_kwargs), shape)
         return model, shape, 0 if args.seed is None else args.seed
     from medprune.pipeline import build_model, setup_run
 

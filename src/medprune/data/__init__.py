@@ -19,7 +19,13 @@ from medprune.data.sampling import (
     random_subset,
 )
 from medprune.data.segmentation_folder import SegmentationFolder
-from medprune.data.splits import DataSplits, build_splits, list_data_kinds, resolve_data_path
+from medprune.data.splits import (
+    DataSplits,
+    build_splits,
+    check_data_spec,
+    list_data_kinds,
+    resolve_data_path,
+)
 from medprune.data.synthetic import make_synthetic_classification, make_synthetic_segmentation
 
 __all__ = [
@@ -33,6 +39,7 @@ __all__ = [
     "SegmentationFolder",
     "balanced_subset",
     "build_splits",
+    "check_data_spec",
     "calibration_loader",
     "labels_of",
     "list_data_kinds",

@@ -290,6 +290,34 @@ def list_data_kinds() -> list[str]:
     return _KINDS.list()
 
 
+#: data kinds whose samples are (image, mask) pairs; the others are classification data.
+_SEGMENTATION_KINDS = ("segmentation_folder", "nifti_folder", "synthetic_segmentation")
+
+
+def check_data_spec(spec: Mapping[str, Any]) -> str:
+    """Check ``spec``'s kind and keys without reading any data; returns the task of that kind
+    (``"classification"`` or ``"segmentation"``).
+
+    Raises:
+        ConfigError: as :func:`build_splits` does for an unknown kind or key (with a
+            did-you-mean), a missing required key, or a bad value.
+    """
+    _checked_options(spec)
+    return "segmentation" if spec["kind"] in _SEGMENTATION_KINDS else "classification"
+
+
+def _checked_options(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated keys of ``spec`` (:func:`medprune.config._data.check_data`)."""
+    from medprune.config._data import check_data
+
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"data spec must be a mapping with a 'kind' key; got {spec!r}.")
+    if "kind" not in spec:
+        raise ConfigError(f"data spec needs a 'kind' key, one of: {', '.join(list_data_kinds())}.")
+    _KINDS.get(spec["kind"])  # an unknown kind: did-you-mean
+    return check_data(spec)
+
+
 def build_splits(spec: Mapping[str, Any]) -> DataSplits:
     """Build train / val / test datasets from a config mapping.
 
@@ -304,15 +332,8 @@ def build_splits(spec: Mapping[str, Any]) -> DataSplits:
             value (naming the key, the value and what is allowed).
         DataError: the files themselves are missing or broken.
     """
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"data spec must be a mapping with a 'kind' key; got {spec!r}.")
-    if "kind" not in spec:
-        raise ConfigError(f"data spec needs a 'kind' key, one of: {', '.join(list_data_kinds())}.")
-    from medprune.config._data import check_data
-
-    builder = _KINDS.get(spec["kind"])
-    opts = check_data(spec)
-    train, val, test = builder(opts)
+    opts = _checked_options(spec)
+    train, val, test = _KINDS.get(spec["kind"])(opts)
     seed = opts["seed"]
     train = subsample(train, opts["max_train"], seed)
     val = subsample(val, opts["max_val"], seed + 1)

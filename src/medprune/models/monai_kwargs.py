@@ -24,7 +24,7 @@ from typing import Any
 
 from medprune.errors import ConfigError
 
-__all__ = ["COMMON_KEYS", "accepted_keys", "monai_kwargs"]
+__all__ = ["COMMON_KEYS", "accepted_keys", "check_keys", "monai_kwargs"]
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def monai_kwargs(
     _map_in_channels(name, accepted, common, out, size)
     _map_outputs(name, accepted, common, out)
     _map_spatial_dims(name, accepted, common, out)
-    _check_keys(name, accepted, out)
+    check_keys(name, accepted, out)
     _add_defaults(name, out, size)
     return out
 
@@ -186,10 +186,7 @@ def _map_in_channels(
     elif "in_shape" in accepted:
         if "in_shape" not in out:
             if size is None:
-                raise ConfigError(
-                    f"model 'monai.{name}' needs in_shape=(C, *S) (the input's channels and "
-                    f"spatial size); give model.kwargs.in_shape or image_size."
-                )
+                raise ConfigError(_needs_in_shape(name))
             out["in_shape"] = (int(c_in), *size)
         elif int(out["in_shape"][0]) != int(c_in):
             raise ConfigError(
@@ -198,6 +195,14 @@ def _map_in_channels(
             )
     else:
         raise ConfigError(_not_taken(name, "in_channels", accepted))
+
+
+def _needs_in_shape(name: str) -> str:
+    return (
+        f"model 'monai.{name}' needs in_shape=(C, *S) (the input's channels and spatial size); "
+        f"give model.kwargs.in_shape, or in_channels with image_size (on the command line: "
+        f"--input-shape B,C,H,W)."
+    )
 
 
 def _map_outputs(
@@ -244,7 +249,9 @@ def _map_spatial_dims(
         log.debug("monai.%s takes no spatial_dims; %d dropped", name, dims)
 
 
-def _check_keys(name: str, accepted: list[str], out: dict[str, Any]) -> None:
+def check_keys(name: str, accepted: list[str], out: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` for the first key of ``out`` that MONAI network ``name`` does
+    not take (``accepted``), with a did-you-mean and the accepted keys."""
     for key in out:
         if key not in accepted:
             raise ConfigError(_not_taken(name, key, accepted))
@@ -292,6 +299,8 @@ def _add_defaults(name: str, out: dict[str, Any], size: tuple[int, ...] | None) 
         out.setdefault("channels", _LEVEL_CHANNELS[: n + 1])
         out.setdefault("strides", (2,) * (len(out["channels"]) - 1))
     elif name in ("Classifier", "Regressor"):
+        if "in_shape" not in out:
+            raise ConfigError(_needs_in_shape(name))
         if "strides" in out and "channels" not in out:
             out["channels"] = _LEVEL_CHANNELS[: len(out["strides"])]
         n = len(out["channels"]) if "channels" in out else _encoder_levels(out["in_shape"][1:])

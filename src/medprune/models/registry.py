@@ -61,17 +61,31 @@ import importlib
 import importlib.util
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from torch import nn
 
 from medprune.errors import ConfigError
-from medprune.models.monai_kwargs import monai_kwargs, parameter_names
+from medprune.models.monai_kwargs import (
+    COMMON_KEYS,
+    accepted_keys,
+    check_keys,
+    monai_kwargs,
+    parameter_names,
+)
 from medprune.registry import Registry
 
-__all__ = ["MONAI_MODELS", "create_model", "list_models", "register_model"]
+__all__ = [
+    "MONAI_MODELS",
+    "OUTPUT_KEYS",
+    "check_model_kwargs",
+    "create_model",
+    "list_models",
+    "missing_output_key",
+    "register_model",
+]
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
@@ -171,10 +185,83 @@ def model_accepts(name: str, key: str) -> bool:
     """Whether the model called ``name`` takes the keyword argument ``key`` (True for MONAI
     networks, whose keywords are mapped, for factories taking ``**kwargs`` and for names that
     cannot be resolved here: :func:`create_model` reports those)."""
-    if name.startswith(MONAI_PREFIX) or name not in _MODELS:
+    if name.startswith(MONAI_PREFIX):
         return True
-    names = accepted_parameters(_MODELS.get(name))
-    return not names or key in names or any(n.startswith("**") for n in names)
+    if ":" in name:
+        try:
+            fn = _resolve_factory(name)
+        except ConfigError:
+            return True
+    elif name in _MODELS:
+        fn = _MODELS.get(name)
+    else:
+        return True
+    names = parameter_names(fn)  # None: no signature to read
+    return names is None or key in names or any(n.startswith("**") for n in names)
+
+
+def check_model_kwargs(name: str, keys: Iterable[str]) -> None:
+    """Before any data is read: model ``name`` exists and takes every keyword in ``keys`` (the
+    common keys of MONAI networks are mapped, so they always pass; a model taking ``**kwargs``
+    takes anything). Builds nothing.
+
+    Raises:
+        ConfigError: an unknown name, or a key the model does not take, with the messages
+            :func:`create_model` gives (did-you-mean, accepted keys).
+    """
+    keys = list(keys)
+    if name.startswith(MONAI_PREFIX):
+        short = name[len(MONAI_PREFIX) :]
+        accepted = accepted_keys(short, _resolve_monai(name))
+        if accepted is not None:
+            check_keys(short, accepted, {k: None for k in keys if k not in COMMON_KEYS})
+        return
+    if ":" in name:
+        fn = _resolve_factory(name)
+    elif name in _MODELS:
+        fn = _MODELS.get(name)
+    else:
+        raise ConfigError(_unknown_message(name))
+    names = parameter_names(fn)
+    if names is None or any(n.startswith("**") for n in names):
+        return
+    unknown = [k for k in keys if k not in names]
+    if unknown:
+        reason = f"got an unexpected keyword argument {unknown[0]!r}"
+        raise ConfigError(_bad_kwargs_message(name, fn, dict.fromkeys(keys), reason))
+
+
+#: Keyword arguments that count a model's outputs (classes, segmentation channels).
+OUTPUT_KEYS = ("num_classes", "out_channels", "classes", "out_shape")
+
+
+def missing_output_key(name: str, kwargs: dict[str, Any]) -> str | None:
+    """The keyword argument counting the outputs of model ``name`` when the model requires it
+    (no default) and ``kwargs`` give none of :data:`OUTPUT_KEYS`; None otherwise, and for names
+    that cannot be resolved here (:func:`create_model` reports those).
+
+    Example: ``missing_output_key("monai.DenseNet121", {"in_channels": 1})`` -> ``"out_channels"``.
+    """
+    if any(k in kwargs for k in OUTPUT_KEYS):
+        return None
+    try:
+        if name.startswith(MONAI_PREFIX):
+            fn = _resolve_monai(name)
+        elif ":" in name:
+            fn = _resolve_factory(name)
+        elif name in _MODELS:
+            fn = _MODELS.get(name)
+        else:
+            return None
+        params = inspect.signature(fn).parameters.values()
+    except (ConfigError, TypeError, ValueError):
+        return None
+    required = {
+        p.name
+        for p in params
+        if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    return next((k for k in OUTPUT_KEYS if k in required), None)
 
 
 def accepted_parameters(fn: Callable[..., Any]) -> list[str]:

@@ -16,6 +16,7 @@ was done.
 from __future__ import annotations
 
 from medprune.pipeline.base import obtain_base
+from medprune.pipeline.checks import check_config
 from medprune.pipeline.files import environment, git_hash, load_model, save_model, write_json
 from medprune.pipeline.runs import (
     FINETUNE_CONTROL,
@@ -51,6 +52,7 @@ __all__ = [
     "RunSetup",
     "base_record",
     "build_model",
+    "check_config",
     "check_latency_target",
     "channel_counts",
     "environment",

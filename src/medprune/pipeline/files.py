@@ -19,11 +19,23 @@ from medprune.pipeline.setup import RunSetup
 from medprune.typing import PathLike
 
 
+def writes_files() -> bool:
+    """Whether this process writes the run folder and prints results: True, except on a
+    ``torchrun`` rank other than 0 (every rank trains; rank 0 alone writes and prints, as
+    :mod:`medprune.progress` shows progress on rank 0 alone)."""
+    from medprune.tasks.distributed import is_main_process
+
+    return is_main_process()
+
+
 def save_model(path: PathLike, model: nn.Module, setup: RunSetup, *, plan: Any = None) -> Path:
-    """Write ``model.pt`` (state dict + how to rebuild the architecture) and ``plan.json``."""
+    """Write ``model.pt`` (state dict + how to rebuild the architecture) and ``plan.json``
+    (nothing on a ``torchrun`` rank other than 0, see :func:`writes_files`)."""
     from medprune.tasks import save_checkpoint
 
     path = Path(path)
+    if not writes_files():
+        return path
     plan_json = None
     if plan is not None:
         plan_path = path.with_name("plan.json")
@@ -116,8 +128,11 @@ def _replay_plan(
 
 
 def write_json(path: PathLike, data: Any) -> Path:
-    """Write ``data`` as indented JSON atomically (temporary file + ``os.replace``)."""
+    """Write ``data`` as indented JSON atomically (temporary file + ``os.replace``; nothing on a
+    ``torchrun`` rank other than 0, see :func:`writes_files`)."""
     path = Path(path)
+    if not writes_files():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")

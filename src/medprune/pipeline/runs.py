@@ -21,7 +21,7 @@ from medprune.config import RunConfig, save_resolved
 from medprune.errors import ConfigError
 from medprune.methods.base import MethodContext, PruneResult, Target
 from medprune.pipeline.base import obtain_base
-from medprune.pipeline.files import environment, save_model, write_json
+from medprune.pipeline.files import environment, save_model, write_json, writes_files
 from medprune.pipeline.folders import choose_out_dir
 from medprune.pipeline.setup import (
     RunSetup,
@@ -73,6 +73,8 @@ def train_state_dir(out_dir: PathLike, name: str, amount: float, seed: int) -> P
 def discard_train_state(path: PathLike) -> None:
     """Delete a run's ``train_state`` folder, then its run folder and ``runs/`` when left empty."""
     path = Path(path)
+    if not writes_files():  # rank 0 owns the run folder
+        return
     shutil.rmtree(path, ignore_errors=True)
     for folder in (path.parent, path.parent.parent):
         with contextlib.suppress(OSError):  # not empty, or already gone
@@ -372,7 +374,7 @@ def _interruptible(run: dict[str, Any], path: Path) -> Iterator[None]:
         raise
 
 
-def _config_name(config: RunConfig) -> str:
+def config_name(config: RunConfig) -> str:
     """The grid name of ``config.prune``: the criterion for ``oneshot``, else the method."""
     return config.prune.criterion if config.prune.method == "oneshot" else config.prune.method
 
@@ -386,6 +388,8 @@ def _command() -> str:
 def _report(out_dir: Path, records: list[dict[str, Any]], title: str, command: str) -> None:
     from medprune.report import write_report
 
+    if not writes_files():  # rank 0 writes the report (ranks racing on report.md.tmp crashed)
+        return
     config_yaml = (out_dir / "config.resolved.yaml").read_text()
     write_report(out_dir, records, title=title, command=command, config_yaml=config_yaml)
 
@@ -407,7 +411,8 @@ def _start_run(
     Returns the setup, the run record (updated in place by the stages) and the start time.
     """
     config = config.model_copy(update={"out": str(out_dir)})
-    save_resolved(config, out_dir / "config.resolved.yaml")
+    if writes_files():
+        save_resolved(config, out_dir / "config.resolved.yaml")
     run: dict[str, Any] = {
         "command": command,
         "verb": verb,
@@ -439,7 +444,10 @@ def run_train(
     is refused unless ``overwrite``, a taken ``config.out`` makes way for ``<out>-2`` (``log``
     says so; :func:`~medprune.pipeline.folders.choose_out_dir`).
     """
+    from medprune.pipeline.checks import check_config
+
     command = command or _command()
+    check_config(config, methods=())  # a typo fails before any training
     out_dir = choose_out_dir(config, verb="train", out=out, overwrite=overwrite, say=log)
     setup, run, t0 = _start_run(config, out_dir, command, verb="train")
     with _interruptible(run, out_dir / "run.json"):
@@ -485,12 +493,13 @@ def run_prune(
     is never overwritten: a taken ``out`` is refused unless ``overwrite``; a taken
     ``config.out`` makes way for ``<config.out>/prune-<name>-<amount>`` (``log`` says so).
     """
+    from medprune.pipeline.checks import check_config
+
     say = log or logger.info
     command = command or _command()
-    name = _config_name(config)
+    name = config_name(config)
     target = make_target(config.prune.target, config.prune.amount)
-    resolve_method(name)  # unknown names fail before any training
-    check_latency_target(config, [name])
+    check_config(config, methods=[name])  # unknown names, keys, losses fail before training
     out_dir = choose_out_dir(
         config,
         verb="prune",

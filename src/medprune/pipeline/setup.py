@@ -154,17 +154,27 @@ def _loaders(config: RunConfig, splits: Any, kind: str) -> tuple[Any, Any, Any, 
     return train_loader, val_loader, test_loader, calibration
 
 
+def task_kind(config: RunConfig, data_task: str) -> str:
+    """The run's task: ``task.kind``, or the data's (``data_task``) when ``auto``.
+
+    Raises:
+        ConfigError: ``task.kind`` is not the task of the data.
+    """
+    kind = data_task if config.task.kind == "auto" else config.task.kind
+    if kind != data_task:
+        raise ConfigError(
+            f"task.kind is {kind!r} but the data ({config.data['kind']}) is {data_task!r}."
+        )
+    return kind
+
+
 def setup_run(config: RunConfig) -> RunSetup:
     """Build data splits, seeded loaders, the calibration subset and the task from ``config``."""
     from medprune.data import build_splits
     from medprune.tasks import create_task
 
     splits = build_splits(dict(config.data))
-    kind = str(splits.task) if config.task.kind == "auto" else config.task.kind
-    if kind != str(splits.task):
-        raise ConfigError(
-            f"task.kind is {kind!r} but the data ({config.data['kind']}) is {splits.task!r}."
-        )
+    kind = task_kind(config, str(splits.task))
     task_kwargs: dict[str, Any] = {}
     if config.task.loss is not None:
         task_kwargs["loss"] = config.task.loss

@@ -28,6 +28,7 @@ __all__ = [
     "DiceCELoss",
     "DiceLoss",
     "FocalLoss",
+    "check_loss_name",
     "check_targets",
     "create_classification_loss",
     "create_segmentation_loss",
@@ -44,6 +45,15 @@ def _check_name(name: str, allowed: tuple[str, ...], what: str) -> None:
     close = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.6)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ConfigError(f"Unknown {what} {name!r}.{hint} Available: {', '.join(allowed)}.")
+
+
+def check_loss_name(task: str, name: str) -> None:
+    """Raise :class:`ConfigError` (with a did-you-mean) unless ``name`` is a loss of ``task``
+    (``"classification"`` or ``"segmentation"``): the check the loss factories run first."""
+    if task == "segmentation":
+        _check_name(name, SEGMENTATION_LOSSES, "segmentation loss")
+    else:
+        _check_name(name, CLASSIFICATION_LOSSES, "classification loss")
 
 
 def check_targets(outputs: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
