@@ -143,8 +143,8 @@ ALL = ("train", "prune", "compare")
         ("prune.criterion=betarank", "Unknown method or criterion 'betarank'. Did you mean "
                                      "'beta_rank'?", ("prune",)),
         ("task.loss=dicece", "Unknown classification loss 'dicece'. Available: ce, ", ALL),
-        ("data.imagesize=3", "Unknown data key 'imagesize' for kind 'synthetic_classification'. "
-                             "Did you mean 'image_size'?", ALL),
+        ("data.imagesize=3", "Unknown config key 'data.imagesize'. Did you mean "
+                             "'data.image_size'?", ALL),
         ("model.kwargs.widht=3", "model 'tiny_cnn' cannot be built with unknown keyword "
                                  "arguments ['widht']", ALL),
         ("compare.methods=[l1,fgpm]", "Unknown method or criterion 'fgpm'. Did you mean 'fpgm'?",
