@@ -214,7 +214,8 @@ class LatencyModel:
         if settings.counters.get("noisy"):
             warnings.warn(
                 f"{settings.counters['noisy']} latency table timing(s) stayed noisy (spread over "
-                f"{NOISY_SPREAD_PCT:.0f}% twice): another process is probably using the cores. "
+                f"{NOISY_SPREAD_PCT:.0f}% twice): the machine was busy (another process on the cores) "
+                "or the timings are unsteady. "
                 "The tables are used for this run but not cached; for a reliable plan rerun on a "
                 "quiet machine (or with fewer threads).",
                 stacklevel=2,

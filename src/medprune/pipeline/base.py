@@ -24,6 +24,7 @@ from torch import nn
 
 from medprune.errors import CheckpointError, ConfigError
 from medprune.pipeline.files import load_model, save_model, write_json
+from medprune.pipeline.folders import read_json_dict, run_verb
 from medprune.pipeline.setup import RunSetup, build_model, train_model
 from medprune.typing import PathLike
 
@@ -113,8 +114,8 @@ def _train_run_beside(out_dir: Path, setup: RunSetup, say: Callable[[str], None]
 
     parent = out_dir.parent
     path = parent / "model.pt"
-    run = _read_json(parent / "run.json")
-    if not (path.is_file() and run and _verb(run) == "train"):
+    run = read_json_dict(parent / "run.json")
+    if not (path.is_file() and run and run_verb(run) == "train"):
         return None
     try:
         theirs = config_to_dict(load_config(parent / "config.resolved.yaml"))
@@ -132,21 +133,6 @@ def _train_run_beside(out_dir: Path, setup: RunSetup, say: Callable[[str], None]
         return None
     say(f"using the base model of the train run in {parent} ({path.name})")
     return path
-
-
-def _verb(run: dict[str, Any]) -> str | None:
-    verb = run.get("verb")
-    if verb is None and str(run.get("command", "")).startswith("medprune "):
-        verb = str(run["command"]).split()[1]  # folders from before "verb" was recorded
-    return None if verb is None else str(verb)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _differences(old: Any, new: Any, key: str = "", limit: int = 3) -> list[str]:

@@ -185,10 +185,8 @@ def _stored_identity(folder: Path) -> dict[str, Any] | None:
     """The identity of the run in ``folder`` (None when unreadable or not a medprune run)."""
     from medprune.config import load_config
 
-    run = _read_json(folder / "run.json")
-    verb = run.get("verb") if run else None
-    if verb is None and run and str(run.get("command", "")).startswith("medprune "):
-        verb = str(run["command"]).split()[1]  # folders from before "verb" was recorded
+    run = read_json_dict(folder / "run.json")
+    verb = run_verb(run) if run else None
     if verb is None and run is None and (folder / "results.jsonl").is_file():
         verb = "compare"
     resolved = folder / "config.resolved.yaml"
@@ -203,7 +201,16 @@ def _stored_identity(folder: Path) -> dict[str, Any] | None:
     return run_identity(config, verb, checkpoint)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def run_verb(run: dict[str, Any]) -> str | None:
+    """The verb (``"train"``, ``"prune"``, ``"compare"``) of a ``run.json`` content."""
+    verb = run.get("verb")
+    if verb is None and str(run.get("command", "")).startswith("medprune "):
+        verb = str(run["command"]).split()[1]  # folders from before "verb" was recorded
+    return None if verb is None else str(verb)
+
+
+def read_json_dict(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
