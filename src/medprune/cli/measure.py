@@ -58,11 +58,12 @@ def _run_one(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         device=args.device,
     ).to_dict()
+    latency = result.get("latency") or {}  # the LatencyResult: spread and noise of the median
     rows = [
         ("input shape", "x".join(str(s) for s in shape)),
         ("params", f"{result['params']:,}"),
         ("MACs", f"{result['macs']:,}"),
-        ("latency PyTorch (ms)", _one_latency(result)),
+        ("latency PyTorch (ms)", _with_spread(result["latency_ms"], latency.get("spread_pct"))),
         ("latency ONNX Runtime (ms)", _ms(result["onnx_latency_ms"])),
         ("peak memory (bytes)", f"{result['peak_memory_bytes']:,}"),
         ("serialized size (bytes)", f"{result['size_bytes']:,}"),
@@ -71,11 +72,10 @@ def _run_one(args: argparse.Namespace) -> int:
     echo("| figure | value |\n|---|---|")
     for name, value in rows:
         echo(f"| {name} | {value} |")
-    detail = result.get("latency") or {}
-    if detail.get("noise_pct") is not None:
+    if latency.get("noise_pct") is not None:
         echo(
-            f"\nlatency noise: median of {detail['repeats']} runs, run-to-run spread "
-            f"±{detail['spread_pct']:.1f}%, median known to ±{detail['noise_pct'] / 2:.1f}% "
+            f"\nlatency noise: median of {latency['repeats']} runs, run-to-run spread "
+            f"±{latency['spread_pct']:.1f}%, median known to ±{latency['noise_pct'] / 2:.1f}% "
             "(95%); to compare models, time them together: medprune measure a.pt b.pt"
         )
     if args.json is not None:
@@ -171,15 +171,12 @@ def _print_table(figures: dict[str, dict[str, Any]], shape: list[int], notes: li
 
 
 def _spread(figure: dict[str, Any], key: str) -> str:
-    value, spread = figure.get(f"{key}_ms"), figure.get(f"{key}_spread_pct")
+    return _with_spread(figure.get(f"{key}_ms"), figure.get(f"{key}_spread_pct"))
+
+
+def _with_spread(value: float | None, spread: float | None) -> str:
+    """``"1.363 (±4.2%)"``: a median latency and its run-to-run spread."""
     return _ms(value) if spread is None else f"{_ms(value)} (±{spread:.1f}%)"
-
-
-def _one_latency(result: dict[str, Any]) -> str:
-    """``"1.363 (±4.2%)"``: the median and its run-to-run spread."""
-    detail = result.get("latency") or {}
-    figure = {"latency_ms": result["latency_ms"], "latency_spread_pct": detail.get("spread_pct")}
-    return _spread(figure, "latency")
 
 
 def _ms(value: float | None) -> str:

@@ -31,8 +31,9 @@ real measurements of the pruned model.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +115,44 @@ class LatencyOptions:
             raise ConfigError(
                 f"latency table_mode must be 'auto', 'dense' or 'separable'; got {self.table_mode!r}."
             )
+
+    @classmethod
+    def with_extra(
+        cls,
+        extra: Mapping[str, Any] | None,
+        *,
+        source: str,
+        runtime: str | Runtime,
+        device: str | None,
+        runtime_from: str,
+        device_from: str,
+        **defaults: Any,
+    ) -> LatencyOptions:
+        """Options with ``runtime`` / ``device`` and ``defaults``, then the user's ``extra``
+        fields (``tolerance``, ``calibrate``, ``cache_dir``, ...) on top.
+
+        Args:
+            extra: the user's further fields; ``source`` names where they came from
+                (``"latency_options"``, ``"prune.options.plan_kwargs.latency"``).
+            runtime_from, device_from: where runtime and device are given instead
+                (``"latency_runtime="``, ``"prune.latency_runtime"``), for the error message.
+
+        Raises:
+            ConfigError: an unknown key of ``extra`` (listing the allowed ones), or ``runtime`` /
+                ``device`` given in ``extra``.
+        """
+        extra = dict(extra or {})
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(extra) - fields)
+        if unknown:
+            raise ConfigError(f"{source} has unknown key(s) {unknown}; allowed: {sorted(fields)}.")
+        for key, where in (("runtime", runtime_from), ("device", device_from)):
+            if key in extra:
+                raise ConfigError(
+                    f"give the latency {key} as {where}, not in {source} (got "
+                    f"{source}={{{key!r}: {extra[key]!r}}})."
+                )
+        return cls(runtime=runtime, device=device, **{**defaults, **extra})
 
     def make_runtime(self, graph: Any) -> Runtime:
         if isinstance(self.runtime, Runtime):

@@ -179,19 +179,10 @@ class Runtime:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def time_module(
-        self,
-        module: nn.Module,
-        input_shape: tuple[int, ...],
-        *,
-        warmup: int = 2,
-        repeats: int = 10,
-        budget_ms: float | None = 300.0,
-    ) -> float:
-        """Median latency in ms of ``module`` on a random input ``input_shape`` (e.g. ``(B, C, *S)``)."""
-        return self.time_module_spread(
-            module, input_shape, warmup=warmup, repeats=repeats, budget_ms=budget_ms
-        )[0]
+    def time_module(self, module: nn.Module, input_shape: tuple[int, ...], **timing: Any) -> float:
+        """Median latency in ms of ``module`` on a random input ``input_shape`` (e.g. ``(B, C, *S)``);
+        ``timing``: ``warmup``, ``repeats``, ``budget_ms`` of :meth:`time_module_spread`."""
+        return self.time_module_spread(module, input_shape, **timing)[0]
 
     def time_module_spread(
         self,
@@ -202,7 +193,9 @@ class Runtime:
         repeats: int = 10,
         budget_ms: float | None = 300.0,
     ) -> tuple[float, float]:
-        """:meth:`time_module` and the timings' spread in percent (see :func:`_median_time`)."""
+        """``(median ms, spread %)`` of ``module`` on a random input ``input_shape``: warm-up
+        calls, then ``repeats`` timed ones (fewer for calls slower than ``budget_ms``), see
+        :func:`_median_time`."""
         x = torch.randn(input_shape)
         with _threads(self.threads):
             fn = self.prepare(module, (x,))

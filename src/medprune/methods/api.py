@@ -176,29 +176,17 @@ def _latency_options(
     run_device: torch.device,
     progress: bool,
 ) -> Any:
-    """:class:`~medprune.latency.LatencyOptions` of ``prune(target_latency=...)``; an unknown key
-    of ``options``, or one that repeats ``latency_runtime`` / ``latency_device``, is refused."""
-    import dataclasses
-
+    """:class:`~medprune.latency.LatencyOptions` of ``prune(target_latency=...)``."""
     from medprune.latency import LatencyOptions
 
-    options = dict(options or {})
-    fields = {f.name for f in dataclasses.fields(LatencyOptions)}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise ConfigError(
-            f"latency_options has unknown key(s) {unknown}; allowed: {sorted(fields)}."
-        )
-    for key, arg in (("runtime", "latency_runtime"), ("device", "latency_device")):
-        if key in options:
-            raise ConfigError(
-                f"give the latency {key} as {arg}=, not in latency_options (got "
-                f"latency_options={{{key!r}: {options[key]!r}}})."
-            )
-    return LatencyOptions(
+    return LatencyOptions.with_extra(
+        options,
+        source="latency_options",
         runtime=runtime,
         device=default_latency_device(runtime, device, run_device),
-        **{"progress": progress, **options},
+        runtime_from="latency_runtime=",
+        device_from="latency_device=",
+        progress=progress,
     )
 
 

@@ -32,6 +32,9 @@ __all__ = ["BASE_STAMP", "base_fingerprint", "obtain_base"]
 
 log = logging.getLogger(__name__)
 
+#: The config sections a base model depends on (those :func:`base_fingerprint` records).
+BASE_SECTIONS = ("seed", "data", "model", "task", "train")
+
 
 def obtain_base(
     setup: RunSetup,
@@ -82,11 +85,12 @@ BASE_STAMP = "base_config.json"
 
 
 def base_fingerprint(setup: RunSetup) -> dict[str, Any]:
-    """The config sections a trained base model depends on: seed, data, model, task, train."""
+    """The config sections a trained base model depends on (:data:`BASE_SECTIONS`), the model
+    as built (name and keyword arguments after completion from the data)."""
     from medprune.config import config_to_dict
 
     config = config_to_dict(setup.config)
-    stamp = {k: config.get(k) for k in ("seed", "data", "model", "task", "train")}
+    stamp = {k: config.get(k) for k in BASE_SECTIONS}
     stamp["model"] = {"name": setup.model_name, "kwargs": setup.model_kwargs}
     return json.loads(json.dumps(stamp, default=str))
 
@@ -95,15 +99,8 @@ def _matching_base_beside(out_dir: Path, stamp: dict[str, Any]) -> Path | None:
     """``<parent>/base/model.pt`` when its stamp equals ``stamp`` exactly (else None): the base of
     the run whose folder this one was moved out of (:func:`medprune.pipeline.folders.choose_out_dir`)."""
     path = out_dir.parent / "base" / "model.pt"
-    try:
-        saved = json.loads(path.with_name(BASE_STAMP).read_text()) if path.is_file() else None
-    except (OSError, ValueError):
-        return None
+    saved = read_json_dict(path.with_name(BASE_STAMP)) if path.is_file() else None
     return path if saved == stamp else None
-
-
-#: The config sections a base model depends on (those :func:`base_fingerprint` records).
-BASE_SECTIONS = ("seed", "data", "model", "task", "train")
 
 
 def _train_run_beside(out_dir: Path, setup: RunSetup, say: Callable[[str], None]) -> Path | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import difflib
 import logging
 import shutil
@@ -176,49 +175,39 @@ def latency_options(
     fields (``tolerance``, ``calibrate``, ``cache_dir``, ...). Only the criteria methods plan to a
     latency.
     """
-    return _latency_options(setup.config, method_name, setup.device, extra)
-
-
-def _latency_options(
-    config: RunConfig, method_name: str, device: Any, extra: Mapping[str, Any] | None = None
-) -> Any:
-    from medprune.latency import LatencyOptions
-
     if method_name not in CRITERION_METHODS:
         raise ConfigError(
             f"method {method_name!r} cannot honour prune.target: latency; use "
             f"{' or '.join(CRITERION_METHODS)} (or a criterion name), or a macs / params target."
         )
+    return _latency_options(setup.config, setup.device, extra)
+
+
+def _latency_options(config: RunConfig, device: Any, extra: Mapping[str, Any] | None) -> Any:
+    from medprune.latency import LatencyOptions
     from medprune.methods.api import default_latency_device
 
-    extra = dict(extra or {})
-    fields = {f.name for f in dataclasses.fields(LatencyOptions)} - {"runtime", "device"}
-    unknown = sorted(set(extra) - fields)
-    if unknown:
-        raise ConfigError(
-            f"prune.options.plan_kwargs.latency has unknown key(s) {unknown}; allowed: "
-            f"{sorted(fields)} (runtime and device: prune.latency_runtime / latency_device)."
-        )
-    return LatencyOptions(
-        runtime=config.prune.latency_runtime,
-        device=default_latency_device(
-            config.prune.latency_runtime, config.prune.latency_device, device
-        ),
-        **{
-            "threads": config.measure.threads,
-            "progress": config.progress,
-            "refresh": config.prune.latency_refresh,
-            **extra,
-        },
+    runtime = config.prune.latency_runtime
+    return LatencyOptions.with_extra(
+        extra,
+        source="prune.options.plan_kwargs.latency",
+        runtime=runtime,
+        device=default_latency_device(runtime, config.prune.latency_device, device),
+        runtime_from="prune.latency_runtime",
+        device_from="prune.latency_device",
+        threads=config.measure.threads,
+        progress=config.progress,
+        refresh=config.prune.latency_refresh,
     )
 
 
 def check_latency_target(config: RunConfig, names: Sequence[str]) -> None:
     """Before any training: with ``prune.target: latency``, every method in ``names`` must plan
-    to a latency and the latency runtime / device must exist here.
+    to a latency, and its latency options (runtime, device, ``plan_kwargs.latency``) must be
+    valid here.
 
     Raises:
-        ConfigError: naming the method or device and the fix.
+        ConfigError: naming the method, key or device and the fix.
     """
     if config.prune.target != "latency":
         return
@@ -231,10 +220,10 @@ def check_latency_target(config: RunConfig, names: Sequence[str]) -> None:
             f"criterion name) only; {', '.join(map(repr, refused))} cannot honour it. Drop "
             "them, or use a macs / params target (--target-macs / --target-params)."
         )
-    extra = method_options(config.prune.options, names[0]).get("plan_kwargs", {}) if names else {}
-    _latency_options(
-        config, CRITERION_METHODS[0], check_device(config.device), (extra or {}).get("latency")
-    )
+    device = check_device(config.device)
+    for name in names:
+        plan_kwargs = method_options(config.prune.options, name).get("plan_kwargs") or {}
+        _latency_options(config, device, plan_kwargs.get("latency"))
 
 
 def base_record(
